@@ -1,0 +1,204 @@
+# cvmd: build, test, run, install. Objects go under $(BUILD); `make check`
+# runs every test against a plain build and an ASan+UBSan build.
+
+BUILD ?= build
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+SYSCONFDIR ?= /etc
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+DATADIR ?= $(PREFIX)/share
+DESTDIR ?=
+HOST ?= sim
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+
+CC ?= cc
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 60
+CLANG_FORMAT ?= clang-format
+
+# Debian packages the build and the tests need; `make deps` installs those missing.
+DEB_PACKAGES := gcc make pkg-config libuv1-dev libmicrohttpd-dev libsqlite3-dev libjansson-dev \
+	libsystemd-dev libssl-dev libcurl4-openssl-dev libcmocka-dev sqlite3 curl systemd util-linux \
+	ovmf
+
+PKGS_DAEMON := libuv libmicrohttpd sqlite3 jansson libsystemd libcrypto
+PKGS_CTL := libcurl jansson libcrypto
+PKGS_AGENT := libuv jansson libcrypto
+PKGS_TEST := cmocka $(sort $(PKGS_DAEMON) $(PKGS_CTL))
+
+# Recursive (=) so pkg-config runs after `make deps` in the sub-make.
+pkg_cflags = $(shell pkg-config --cflags $(1))
+pkg_libs = $(shell pkg-config --libs $(1))
+
+CFLAGS ?= -O2 -g
+WARNINGS := -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wvla -Wstrict-prototypes \
+	-Wmissing-prototypes -Wno-missing-field-initializers
+CPPFLAGS_ALL := -D_GNU_SOURCE -Ilib -Idaemon -Idaemon/core -Idaemon/host -Ictl -Ipolicy \
+	-Ifirmware -Ifirmware/agent
+BASE_CFLAGS = -std=c17 $(WARNINGS) -fstack-protector-strong -fno-strict-aliasing -MMD -MP \
+	$(CPPFLAGS_ALL) $(call pkg_cflags,$(PKGS_TEST))
+ifeq ($(SANITIZE),1)
+SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+CFLAGS := -O1 -g
+endif
+ALL_CFLAGS = $(BASE_CFLAGS) $(SAN_FLAGS) $(CFLAGS)
+ALL_LDFLAGS = $(SAN_FLAGS) $(LDFLAGS)
+
+# Sources are found by location: a new file in a module needs no Makefile edit.
+LIB_SRCS := $(wildcard lib/*.c)
+DAEMON_SRCS := $(filter-out daemon/main.c,$(wildcard daemon/*.c daemon/*/*.c))
+POLICY_SRCS := $(wildcard policy/*.c)
+CTL_SRCS := $(filter-out ctl/main.c,$(wildcard ctl/*.c))
+AGENT_SRCS := $(filter-out firmware/agent/main.c,$(wildcard firmware/agent/*.c))
+FWTOOL_SRCS := $(wildcard firmware/tools/*.c)
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+BENCH_SRCS := $(wildcard tests/bench/*.c)
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+
+LIBCVM := $(BUILD)/libcvm.a
+LIBCVMD := $(BUILD)/libcvmd.a
+LIBCVMCTL := $(BUILD)/libcvmctl.a
+LIBAGENT := $(BUILD)/libcvmagent.a
+ARCHIVES := $(LIBCVMD) $(LIBCVMCTL) $(LIBAGENT) $(LIBCVM)
+
+PROGRAMS := $(BUILD)/cvmd $(BUILD)/cvmctl
+ifneq ($(wildcard firmware/agent/main.c),)
+PROGRAMS += $(BUILD)/cvm-agent
+endif
+PROGRAMS += $(patsubst firmware/tools/%.c,$(BUILD)/%,$(FWTOOL_SRCS))
+UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRCS))
+BENCH_BINS := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
+UNITS := $(BUILD)/systemd/cvmd.service $(BUILD)/systemd/cvmd.socket
+
+.PHONY: all deps run check asan test unit integration install uninstall format format-check \
+	bench fuzz clean build-all
+.DEFAULT_GOAL := all
+
+all: $(PROGRAMS) $(UNITS)
+
+build-all: all $(UNIT_BINS) $(BENCH_BINS)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(LIBCVM): $(call obj,$(LIB_SRCS) $(POLICY_SRCS))
+$(LIBCVMD): $(call obj,$(DAEMON_SRCS))
+$(LIBCVMCTL): $(call obj,$(CTL_SRCS))
+$(LIBAGENT): $(call obj,$(AGENT_SRCS))
+$(ARCHIVES):
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/cvmd: $(call obj,daemon/main.c) $(LIBCVMD) $(LIBCVM)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pkg_libs,$(PKGS_DAEMON)) -lpthread -lm
+
+$(BUILD)/cvmctl: $(call obj,ctl/main.c) $(LIBCVMCTL) $(LIBCVM)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pkg_libs,$(PKGS_CTL)) -lm
+
+$(BUILD)/cvm-agent: $(call obj,firmware/agent/main.c) $(LIBAGENT) $(LIBCVM)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pkg_libs,$(PKGS_AGENT)) -lm
+
+$(BUILD)/%: $(BUILD)/obj/firmware/tools/%.o $(LIBCVM)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pkg_libs,libcrypto jansson) -lm
+
+$(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(ARCHIVES)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_LDFLAGS) -o $@ $< $(ARCHIVES) $(call pkg_libs,$(PKGS_TEST)) -lpthread -lm
+
+$(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(ARCHIVES)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_LDFLAGS) -o $@ $< $(ARCHIVES) $(call pkg_libs,$(PKGS_TEST)) -lpthread -lm
+
+$(BUILD)/systemd/%: systemd/%.in
+	@mkdir -p $(dir $@)
+	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' $< > $@
+
+deps:
+	@if ! command -v dpkg-query >/dev/null 2>&1; then \
+		echo "make deps: not a Debian system; install the equivalents of: $(DEB_PACKAGES)"; exit 0; fi; \
+	missing=""; for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed$$' \
+			|| missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		echo "make deps: installing$$missing"; \
+		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			$$sudo apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+# The daemon on the sim host in the foreground, state under ./run.
+run: deps
+	@$(MAKE) --no-print-directory -j$(JOBS) all
+	@mkdir -p run
+	@echo "cvmd: in another terminal: export CVMD_SOCKET=$(CURDIR)/run/cvmd.sock; $(BUILD)/cvmctl health"
+	exec $(BUILD)/cvmd --config daemon/cvmd-dev.json --host $(HOST) --state-dir run \
+		--listen unix:run/cvmd.sock
+
+# Every test, plain and under ASan+UBSan; the last line is "N passed, N failed".
+check: deps
+	@$(MAKE) --no-print-directory -j$(JOBS) build-all
+	@$(MAKE) --no-print-directory -j$(JOBS) BUILD=$(BUILD)/asan SANITIZE=1 build-all
+	@tests/run.sh $(BUILD) $(BUILD)/asan
+
+# The test suite under ASan and UBSan only.
+asan: deps
+	@$(MAKE) --no-print-directory -j$(JOBS) BUILD=$(BUILD)/asan SANITIZE=1 build-all
+	@tests/run.sh $(BUILD)/asan
+
+# The test suite against the plain build only (no deps step): the quick loop.
+test: build-all
+	@tests/run.sh $(BUILD)
+
+bench: deps
+	@$(MAKE) --no-print-directory -j$(JOBS) build-all
+	@tests/bench/run.sh $(BUILD)
+
+# libFuzzer targets (clang); not part of check. Corpora under tests/fuzz/corpus/.
+FUZZ_BUILD := $(BUILD)/fuzz
+FUZZ_FLAGS := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -g -O1
+fuzz:
+	@$(MAKE) --no-print-directory -j$(JOBS) BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) \
+		SAN_FLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all" \
+		$(FUZZ_BUILD)/libcvmd.a $(FUZZ_BUILD)/libcvm.a $(FUZZ_BUILD)/libcvmagent.a $(FUZZ_BUILD)/libcvmctl.a
+	@set -e; for src in $(FUZZ_SRCS); do \
+		name=$$(basename $$src .c); \
+		$(FUZZ_CC) -std=c17 $(CPPFLAGS_ALL) $(call pkg_cflags,$(PKGS_TEST)) $(FUZZ_FLAGS) \
+			-o $(FUZZ_BUILD)/$$name $$src $(addprefix $(FUZZ_BUILD)/,libcvmd.a libcvmctl.a libcvmagent.a libcvm.a) \
+			$(call pkg_libs,$(PKGS_TEST)) -lpthread -lm; \
+		mkdir -p $(FUZZ_BUILD)/corpus/$$name; \
+		echo "fuzz: $$name for $(FUZZ_SECONDS)s"; \
+		$(FUZZ_BUILD)/$$name -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+			$(FUZZ_BUILD)/corpus/$$name tests/fuzz/corpus/$$name; \
+	done
+
+install: all
+	install -Dm755 $(BUILD)/cvmd $(DESTDIR)$(BINDIR)/cvmd
+	install -Dm755 $(BUILD)/cvmctl $(DESTDIR)$(BINDIR)/cvmctl
+	install -Dm644 $(BUILD)/systemd/cvmd.service $(DESTDIR)$(UNITDIR)/cvmd.service
+	install -Dm644 $(BUILD)/systemd/cvmd.socket $(DESTDIR)$(UNITDIR)/cvmd.socket
+	install -Dm644 systemd/cvmd.sysusers $(DESTDIR)$(SYSUSERSDIR)/cvmd.conf
+	install -Dm644 daemon/cvmd.json $(DESTDIR)$(DATADIR)/cvmd/cvmd.json.default
+	@# An operator's edited config is never overwritten.
+	@if [ ! -e $(DESTDIR)$(SYSCONFDIR)/cvmd/cvmd.json ]; then \
+		install -Dm644 daemon/cvmd.json $(DESTDIR)$(SYSCONFDIR)/cvmd/cvmd.json; fi
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/cvmd $(DESTDIR)$(BINDIR)/cvmctl \
+		$(DESTDIR)$(UNITDIR)/cvmd.service $(DESTDIR)$(UNITDIR)/cvmd.socket \
+		$(DESTDIR)$(SYSUSERSDIR)/cvmd.conf $(DESTDIR)$(DATADIR)/cvmd/cvmd.json.default
+
+FORMAT_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
+format:
+	$(CLANG_FORMAT) -i $(FORMAT_FILES)
+
+format-check:
+	$(CLANG_FORMAT) --dry-run --Werror $(FORMAT_FILES)
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

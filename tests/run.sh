@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Runs every test of the given build trees: the cmocka unit binaries and the
+# integration scripts (which start the real daemon). Prints one line per
+# suite and ends with "N passed, N failed"; exits 1 if anything failed.
+set -u
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root" || exit 2
+passed=0
+failed=0
+failures=()
+logdir=$(mktemp -d "${TMPDIR:-/tmp}/cvm-tests.XXXXXX")
+trap 'rm -rf "$logdir"' EXIT
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+record() { # suite pass fail log
+        passed=$((passed + $2))
+        failed=$((failed + $3))
+        printf '%-48s %3d passed, %d failed\n' "$1" "$2" "$3"
+        if [ "$3" -gt 0 ]; then
+                failures+=("$1")
+                sed 's/^/    | /' "$4" | tail -n 60
+        fi
+}
+
+for build in "$@"; do
+        build=${build%/}
+        for t in "$build"/tests/unit/test_*; do
+                [ -x "$t" ] || continue
+                log="$logdir/$(basename "$t").log"
+                timeout 300 "$t" >"$log" 2>&1
+                rc=$?
+                p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -n 1)
+                f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -n 1)
+                p=${p:-0}
+                f=${f:-0}
+                # A crash or a sanitizer report after the summary still fails.
+                if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+                record "$build: $(basename "$t")" "$p" "$f" "$log"
+        done
+        for s in tests/integration/test_*.sh; do
+                [ -f "$s" ] || continue
+                log="$logdir/$(basename "$s").log"
+                CVM_BUILD="$build" timeout 900 bash "$s" >"$log" 2>&1
+                rc=$?
+                p=$(grep -c '^ok ' "$log")
+                f=$(grep -c '^not ok ' "$log")
+                if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+                record "$build: $(basename "$s")" "$p" "$f" "$log"
+        done
+done
+
+if [ ${#failures[@]} -gt 0 ]; then
+        echo "failed suites:"
+        printf '  %s\n' "${failures[@]}"
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
