@@ -1,0 +1,34 @@
+/* cvmctl's HTTP client: libcurl over the daemon's Unix socket or TCP. */
+#pragma once
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "error.h"
+
+typedef struct cvmctl_client cvmctl_client;
+
+typedef struct cvmctl_response {
+        long status;
+        char *body; /* NUL-terminated; owned by the response. */
+        size_t len;
+} cvmctl_response;
+
+/* Exactly one of socket_path and url is non-NULL. */
+int cvmctl_client_new(const char *socket_path, const char *url, cvmctl_client **ret,
+                      cvm_error *err);
+void cvmctl_client_free(cvmctl_client *c);
+/* Where the client connects, for messages: "unix:/run/cvmd/cvmd.sock". */
+const char *cvmctl_client_target(const cvmctl_client *c);
+
+/* One request. A transport failure is an error with a one-line reason
+ * ("cvmd is not running: ..."); any HTTP status is a success here. */
+int cvmctl_request(cvmctl_client *c, const char *method, const char *path,
+                   const char *content_type, const void *body, size_t len, cvmctl_response *ret,
+                   cvm_error *err);
+void cvmctl_response_done(cvmctl_response *r);
+
+/* A request whose answer is JSON. A status >= 400 becomes an error carrying
+ * the API's message; *ret receives the parsed document otherwise. */
+int cvmctl_request_json(cvmctl_client *c, const char *method, const char *path, json_t *body,
+                        json_t **ret, cvm_error *err);

@@ -1,0 +1,244 @@
+#include "daemon.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "cleanup.h"
+#include "listen.h"
+#include "log.h"
+#include "version.h"
+
+#define DRAIN_POLL_MS 20
+
+static int64_t wall_ms(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int make_instance_id(char out[33], cvm_error *err) {
+        unsigned char raw[16];
+        if (RAND_bytes(raw, sizeof(raw)) != 1)
+                return cvm_error_set(err, -EIO, "cannot get random bytes from OpenSSL");
+        for (size_t i = 0; i < sizeof(raw); i++)
+                snprintf(out + 2 * i, 3, "%02x", raw[i]);
+        return 0;
+}
+
+/* One daemon per state directory: its database and keys are not shared. */
+static int lock_state_dir(const char *dir, int *ret_fd, cvm_error *err) {
+        if (mkdir(dir, 0750) < 0 && errno != EEXIST)
+                return cvm_error_set_errno(err, -errno, "cannot create state directory %s",
+                                           CVM_QUOTE(dir));
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/cvmd.lock", dir);
+        _cleanup_close_ int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+        if (fd < 0)
+                return cvm_error_set_errno(err, -errno, "cannot open %s", CVM_QUOTE(path));
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+                if (errno == EWOULDBLOCK)
+                        return cvm_error_set(err, -EBUSY,
+                                             "state directory %s is in use by another cvmd",
+                                             CVM_QUOTE(dir));
+                return cvm_error_set_errno(err, -errno, "cannot lock %s", CVM_QUOTE(path));
+        }
+        *ret_fd = CVM_TAKE_FD(fd);
+        return 0;
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+        cvmd *d = h->data;
+        cvmd_shutdown(d, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static int open_listeners(cvmd *d, cvm_error *err) {
+        int fds[CVM_CONFIG_MAX_LISTEN];
+        int n = cvm_listen_systemd(fds, CVM_CONFIG_MAX_LISTEN, err);
+        if (n < 0)
+                return n;
+        for (int i = 0; i < n; i++) {
+                char name[64];
+                snprintf(name, sizeof(name), "systemd socket %d", i);
+                int r = cvm_http_server_listen_fd(d->http, fds[i], name, err);
+                if (r < 0)
+                        return r;
+                log_info("listening on %s", name);
+        }
+        /* Under socket activation the passed sockets replace the default one. */
+        for (size_t i = 0; n == 0 && i < d->cfg.n_listen; i++) {
+                int fd;
+                int r = cvm_listen_open(d->cfg.listen[i], d->cfg.socket_mode, &fd, err);
+                if (r < 0)
+                        return r;
+                if (strncmp(d->cfg.listen[i], "unix:", 5) == 0) {
+                        d->unix_paths[d->n_unix_paths] = strdup(d->cfg.listen[i] + 5);
+                        if (!d->unix_paths[d->n_unix_paths++]) {
+                                close(fd);
+                                return cvm_error_set(err, -ENOMEM, "out of memory");
+                        }
+                }
+                if ((r = cvm_http_server_listen_fd(d->http, fd, d->cfg.listen[i], err)) < 0)
+                        return r;
+                log_info("listening on %s", CVM_QUOTE(d->cfg.listen[i]));
+        }
+        return 0;
+}
+
+int cvmd_start(cvmd *d, cvm_config *cfg, cvm_error *err) {
+        *d = (cvmd){.cfg = *cfg, .lock_fd = -1, .state = CVMD_RUNNING};
+        *cfg = (cvm_config){0};
+        int r = uv_loop_init(&d->loop);
+        if (r < 0)
+                return cvm_error_set(err, r, "uv_loop_init: %s", uv_strerror(r));
+        d->loop_ready = true;
+        d->started_ns = uv_hrtime();
+        cvm_log_set_level(d->cfg.log_level);
+        if (strcmp(d->cfg.host, "sim") != 0)
+                return cvm_error_set(err, -ENOTSUP,
+                                     "host %s is not available in this version of cvmd; use "
+                                     "\"sim\"",
+                                     CVM_QUOTE(d->cfg.host));
+        if ((r = make_instance_id(d->instance, err)) < 0)
+                return r;
+        if ((r = lock_state_dir(d->cfg.state_dir, &d->lock_fd, err)) < 0)
+                return r;
+        if ((r = cvm_clock_uv_new(&d->loop, &d->clock, err)) < 0)
+                return r;
+
+        _cleanup_free_ char *db = cvm_config_db_path(&d->cfg);
+        if (!db)
+                return cvm_error_set(err, -ENOMEM, "out of memory");
+        cvm_store_options so = {.path = db,
+                                .queue_capacity = d->cfg.store.queue_capacity,
+                                .batch_max = d->cfg.store.batch_max};
+        if ((r = cvm_store_open(&d->loop, &so, &d->store, err)) < 0)
+                return r;
+        cvm_store_val run[] = {CVM_STORE_S(d->instance), CVM_STORE_I(wall_ms()),
+                               CVM_STORE_S(CVM_VERSION), CVM_STORE_I(getpid()),
+                               CVM_STORE_S(d->cfg.host)};
+        cvm_store_write(d->store, CVM_STORE_RUN_START, run, CVM_ARRAY_SIZE(run), NULL, NULL);
+
+        cvm_http_limits limits = {.max_body_bytes = d->cfg.http.max_body_bytes,
+                                  .max_connections = d->cfg.http.max_connections,
+                                  .connection_timeout_s = d->cfg.http.connection_timeout_s};
+        size_t n_routes;
+        const cvm_http_route *routes = cvm_api_routes(&n_routes);
+        if ((r = cvm_http_server_new(&d->loop, routes, n_routes, d, &limits, &d->http, err)) < 0)
+                return r;
+        if ((r = open_listeners(d, err)) < 0)
+                return r;
+
+        uv_signal_init(&d->loop, &d->sig_term);
+        uv_signal_init(&d->loop, &d->sig_int);
+        d->sig_term.data = d->sig_int.data = d;
+        uv_signal_start(&d->sig_term, on_signal, SIGTERM);
+        uv_signal_start(&d->sig_int, on_signal, SIGINT);
+        uv_timer_init(&d->loop, &d->drain_timer);
+        d->drain_timer.data = d;
+        /* A client that disconnects mid-write must not kill the daemon. */
+        signal(SIGPIPE, SIG_IGN);
+
+        cvm_notify_init(&d->notify, &d->loop);
+        char status[256];
+        snprintf(status, sizeof(status), "serving on %zu listener(s), host %s", d->cfg.n_listen,
+                 d->cfg.host);
+        cvm_notify_ready(status);
+        log_info("cvmd %s started (instance %s, state %s, database %s, host %s)", CVM_VERSION,
+                 d->instance, CVM_QUOTE(d->cfg.state_dir), CVM_QUOTE(db), d->cfg.host);
+        return 0;
+}
+
+static void remove_sockets(cvmd *d) {
+        for (size_t i = 0; i < d->n_unix_paths; i++) {
+                unlink(d->unix_paths[i]);
+                free(d->unix_paths[i]);
+        }
+        d->n_unix_paths = 0;
+}
+
+static void finish_shutdown(cvmd *d) {
+        if (d->state == CVMD_STOPPED)
+                return;
+        d->state = CVMD_STOPPED;
+        size_t pending = cvm_http_server_pending(d->http);
+        if (pending)
+                log_warn("grace period over: failing %zu in-flight request(s)", pending);
+        cvm_http_server_free(d->http);
+        d->http = NULL;
+        remove_sockets(d);
+        uv_timer_stop(&d->drain_timer);
+        uv_close((uv_handle_t *)&d->drain_timer, NULL);
+        uv_close((uv_handle_t *)&d->sig_term, NULL);
+        uv_close((uv_handle_t *)&d->sig_int, NULL);
+        cvm_notify_done(&d->notify);
+
+        cvm_store_stats st;
+        cvm_store_get_stats(d->store, &st);
+        cvm_store_val stop[] = {CVM_STORE_S(d->instance), CVM_STORE_I(wall_ms()),
+                                CVM_STORE_I((int64_t)st.dropped)};
+        cvm_store_write(d->store, CVM_STORE_RUN_STOP, stop, CVM_ARRAY_SIZE(stop), NULL, NULL);
+        cvm_store_close(d->store);
+        d->store = NULL;
+        log_info("cvmd stopped (%llu writes stored before shutdown, %llu dropped)",
+                 (unsigned long long)st.written, (unsigned long long)st.dropped);
+}
+
+static void on_drain_tick(uv_timer_t *t) {
+        cvmd *d = t->data;
+        if (cvm_http_server_pending(d->http) == 0 || uv_hrtime() >= d->drain_deadline_ns)
+                finish_shutdown(d);
+}
+
+void cvmd_shutdown(cvmd *d, const char *why) {
+        if (d->state == CVMD_DRAINING) {
+                log_info("%s during shutdown: stopping now", why);
+                finish_shutdown(d);
+                return;
+        }
+        if (d->state != CVMD_RUNNING)
+                return;
+        d->state = CVMD_DRAINING;
+        log_info("%s: shutting down (grace %u ms for %zu in-flight request(s))", why,
+                 d->cfg.shutdown_grace_ms, cvm_http_server_pending(d->http));
+        cvm_notify_stopping("shutting down");
+        cvm_http_server_stop_listening(d->http);
+        d->drain_deadline_ns = uv_hrtime() + (uint64_t)d->cfg.shutdown_grace_ms * 1000000;
+        uv_timer_start(&d->drain_timer, on_drain_tick, 0, DRAIN_POLL_MS);
+}
+
+int cvmd_run(cvmd *d) {
+        uv_run(&d->loop, UV_RUN_DEFAULT);
+        return 0;
+}
+
+static void close_handle(uv_handle_t *h, void *arg) {
+        (void)arg;
+        if (!uv_is_closing(h))
+                uv_close(h, NULL);
+}
+
+void cvmd_done(cvmd *d) {
+        /* After a failed start, release what it made. */
+        cvm_http_server_free(d->http);
+        d->http = NULL;
+        cvm_store_close(d->store);
+        d->store = NULL;
+        remove_sockets(d);
+        if (d->loop_ready) {
+                uv_walk(&d->loop, close_handle, NULL);
+                uv_run(&d->loop, UV_RUN_DEFAULT);
+                uv_loop_close(&d->loop);
+        }
+        cvm_clock_uv_free(d->clock);
+        cvm_config_done(&d->cfg);
+        if (d->lock_fd >= 0)
+                close(d->lock_fd);
+}

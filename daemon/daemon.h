@@ -1,0 +1,45 @@
+/* The daemon: one libuv loop that owns all state. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "clock.h"
+#include "config.h"
+#include "http.h"
+#include "notify.h"
+#include "store.h"
+
+typedef enum cvmd_state {
+        CVMD_RUNNING,
+        CVMD_DRAINING, /* Not accepting; finishing in-flight requests. */
+        CVMD_STOPPED,
+} cvmd_state;
+
+typedef struct cvmd {
+        uv_loop_t loop;
+        bool loop_ready;
+        cvm_config cfg;
+        cvm_clock *clock;
+        cvm_store *store;
+        cvm_http_server *http;
+        cvm_notify notify;
+        uv_signal_t sig_term, sig_int;
+        uv_timer_t drain_timer;
+        cvmd_state state;
+        uint64_t started_ns;
+        uint64_t drain_deadline_ns;
+        int lock_fd;
+        char *unix_paths[CVM_CONFIG_MAX_LISTEN]; /* Sockets we created, removed on exit. */
+        size_t n_unix_paths;
+        char instance[33]; /* Random id of this run, also its daemon_runs row. */
+} cvmd;
+
+/* Takes ownership of cfg. Opens the store, listens, and tells systemd READY. */
+int cvmd_start(cvmd *d, cvm_config *cfg, cvm_error *err);
+/* Runs the loop until shutdown completes; returns the exit status. */
+int cvmd_run(cvmd *d);
+/* Begins a graceful shutdown (idempotent; a second call hurries it). */
+void cvmd_shutdown(cvmd *d, const char *why);
+void cvmd_done(cvmd *d);

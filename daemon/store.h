@@ -1,0 +1,78 @@
+/* The SQLite store: one database file in WAL mode, versioned migrations
+ * (PRAGMA user_version), and a writer thread that executes queued writes in
+ * batched transactions, so the loop never waits on disk. When the bounded
+ * queue is full a write is dropped and counted, never silently. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "error.h"
+
+typedef struct cvm_store cvm_store;
+
+/* Every write the daemon makes; the SQL for each lives in store.c. */
+typedef enum cvm_store_stmt {
+        CVM_STORE_RUN_START, /* id, started_at_ms, version, pid, host */
+        CVM_STORE_RUN_STOP,  /* id, stopped_at_ms, dropped_writes */
+        CVM_STORE_STMT_COUNT,
+} cvm_store_stmt;
+
+typedef enum cvm_store_val_type {
+        CVM_STORE_NULL,
+        CVM_STORE_INT,
+        CVM_STORE_REAL,
+        CVM_STORE_TEXT,
+} cvm_store_val_type;
+
+typedef struct cvm_store_val {
+        cvm_store_val_type type;
+        union {
+                int64_t i;
+                double d;
+                const char *s; /* Copied by cvm_store_write. */
+        };
+} cvm_store_val;
+
+#define CVM_STORE_I(v) ((cvm_store_val){.type = CVM_STORE_INT, .i = (v)})
+#define CVM_STORE_D(v) ((cvm_store_val){.type = CVM_STORE_REAL, .d = (v)})
+#define CVM_STORE_S(v)                                                                             \
+        ((cvm_store_val){.type = (v) ? CVM_STORE_TEXT : CVM_STORE_NULL, .s = (v)})
+#define CVM_STORE_NUL ((cvm_store_val){.type = CVM_STORE_NULL})
+
+/* Runs on the loop thread once the write is committed (result 0) or failed. */
+typedef void (*cvm_store_done_cb)(int result, void *userdata);
+
+typedef struct cvm_store_options {
+        const char *path;
+        uint32_t queue_capacity;
+        uint32_t batch_max;
+} cvm_store_options;
+
+typedef struct cvm_store_stats {
+        uint64_t queued;  /* Writes waiting now. */
+        uint64_t capacity;
+        uint64_t written; /* Writes committed. */
+        uint64_t failed;  /* Writes SQLite refused. */
+        uint64_t dropped; /* Writes refused because the queue was full. */
+        uint64_t batches;
+        int schema_version;
+} cvm_store_stats;
+
+/* Opens (creating if needed) the database, migrates it, checks its integrity
+ * and starts the writer thread. Refuses a corrupt file or a newer schema. */
+int cvm_store_open(uv_loop_t *loop, const cvm_store_options *opts, cvm_store **ret,
+                   cvm_error *err);
+/* Drains every queued write, stops the writer and closes; NULL-safe.
+ * Pending completions run before it returns. */
+void cvm_store_close(cvm_store *store);
+
+/* Queues a write. Returns -EAGAIN (and counts a drop) if the queue is full. */
+int cvm_store_write(cvm_store *store, cvm_store_stmt stmt, const cvm_store_val *vals,
+                    size_t n_vals, cvm_store_done_cb cb, void *userdata);
+/* Waits until every write queued so far is committed (shutdown, tests). */
+void cvm_store_flush(cvm_store *store);
+
+void cvm_store_get_stats(cvm_store *store, cvm_store_stats *ret);
+int cvm_store_schema_version(void);
