@@ -71,13 +71,12 @@ endif
 PROGRAMS += $(patsubst firmware/tools/%.c,$(BUILD)/%,$(FWTOOL_SRCS))
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRCS))
 BENCH_BINS := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
-UNITS := $(BUILD)/systemd/cvmd.service $(BUILD)/systemd/cvmd.socket
 
 .PHONY: all deps run check asan test unit integration install uninstall format format-check \
 	bench fuzz clean build-all
 .DEFAULT_GOAL := all
 
-all: $(PROGRAMS) $(UNITS)
+all: $(PROGRAMS)
 
 build-all: all $(UNIT_BINS) $(BENCH_BINS)
 
@@ -112,10 +111,6 @@ $(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(ARCHIVES)
 $(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(ARCHIVES)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_LDFLAGS) -o $@ $< $(ARCHIVES) $(call pkg_libs,$(PKGS_TEST)) -lpthread -lm
-
-$(BUILD)/systemd/%: systemd/%.in
-	@mkdir -p $(dir $@)
-	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' $< > $@
 
 deps:
 	@if ! command -v dpkg-query >/dev/null 2>&1; then \
@@ -178,8 +173,12 @@ fuzz:
 install: all
 	install -Dm755 $(BUILD)/cvmd $(DESTDIR)$(BINDIR)/cvmd
 	install -Dm755 $(BUILD)/cvmctl $(DESTDIR)$(BINDIR)/cvmctl
-	install -Dm644 $(BUILD)/systemd/cvmd.service $(DESTDIR)$(UNITDIR)/cvmd.service
-	install -Dm644 $(BUILD)/systemd/cvmd.socket $(DESTDIR)$(UNITDIR)/cvmd.socket
+	@# Units are rendered here so they always name this install's paths.
+	@for u in cvmd.service cvmd.socket; do \
+		mkdir -p $(DESTDIR)$(UNITDIR) && \
+		sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' systemd/$$u.in \
+			> $(DESTDIR)$(UNITDIR)/$$u && chmod 644 $(DESTDIR)$(UNITDIR)/$$u; \
+	done
 	install -Dm644 systemd/cvmd.sysusers $(DESTDIR)$(SYSUSERSDIR)/cvmd.conf
 	install -Dm644 daemon/cvmd.json $(DESTDIR)$(DATADIR)/cvmd/cvmd.json.default
 	@# An operator's edited config is never overwritten.

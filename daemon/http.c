@@ -20,6 +20,7 @@ typedef struct listener listener;
 
 struct cvm_http_req {
         cvm_http_server *srv;
+        listener *listener;
         struct MHD_Connection *conn;
         cvm_http_req *prev, *next; /* In srv->reqs. */
         char *method;
@@ -149,6 +150,8 @@ static bool method_matches(const char *route_method, const char *method) {
 
 /* Responses. */
 
+static void on_timer(uv_timer_t *handle);
+
 static void req_set_response(cvm_http_req *req, unsigned status, struct MHD_Response *resp) {
         if (!resp) {
                 log_error("out of memory building a response for %s %s", req->method,
@@ -167,6 +170,9 @@ static void req_set_response(cvm_http_req *req, unsigned status, struct MHD_Resp
         if (req->suspended) {
                 req->suspended = false;
                 MHD_resume_connection(req->conn);
+                /* MHD does not wake its epoll fd on resume in external mode: run it
+                 * on the loop's next turn (not here, which may be inside MHD). */
+                uv_timer_start(&req->listener->timer, on_timer, 0, 0);
         }
 }
 
@@ -418,13 +424,15 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
                                  const char *method, const char *version, const char *upload_data,
                                  size_t *upload_data_size, void **con_cls) {
         (void)version;
-        cvm_http_server *srv = cls;
+        listener *l = cls;
+        cvm_http_server *srv = l->srv;
         cvm_http_req *req = *con_cls;
         if (!req) {
                 req = calloc(1, sizeof(*req));
                 if (!req)
                         return MHD_NO;
                 req->srv = srv;
+                req->listener = l;
                 req->conn = conn;
                 req->started_ns = uv_hrtime();
                 req->method = strdup(method);
@@ -542,7 +550,7 @@ int cvm_http_server_listen_fd(cvm_http_server *srv, int fd, const char *name, cv
         l->srv = srv;
         l->mhd = MHD_start_daemon(
                 MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL,
-                on_access, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+                on_access, l, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                 MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT,
                 (unsigned)srv->limits.max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
                 (unsigned)srv->limits.connection_timeout_s, MHD_OPTION_NOTIFY_COMPLETED,

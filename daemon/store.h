@@ -37,9 +37,13 @@ typedef struct cvm_store_val {
 
 #define CVM_STORE_I(v) ((cvm_store_val){.type = CVM_STORE_INT, .i = (v)})
 #define CVM_STORE_D(v) ((cvm_store_val){.type = CVM_STORE_REAL, .d = (v)})
-#define CVM_STORE_S(v)                                                                             \
-        ((cvm_store_val){.type = (v) ? CVM_STORE_TEXT : CVM_STORE_NULL, .s = (v)})
+#define CVM_STORE_S(v) cvm_store_text(v)
 #define CVM_STORE_NUL ((cvm_store_val){.type = CVM_STORE_NULL})
+
+/* A text value; NULL stores NULL. */
+static inline cvm_store_val cvm_store_text(const char *s) {
+        return (cvm_store_val){.type = s ? CVM_STORE_TEXT : CVM_STORE_NULL, .s = s};
+}
 
 /* Runs on the loop thread once the write is committed (result 0) or failed. */
 typedef void (*cvm_store_done_cb)(int result, void *userdata);

@@ -1,0 +1,102 @@
+/* The shared helpers: the error model, JSON validation, log quoting. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "error.h"
+#include "json.h"
+#include "log.h"
+
+static void test_error_model(void **state) {
+        (void)state;
+        cvm_error err = {0};
+        assert_int_equal(cvm_error_set(&err, -ENOENT, "no %s", "thing"), -ENOENT);
+        assert_string_equal(err.message, "no thing");
+        assert_int_equal(cvm_error_prefix(&err, "vm %d: ", 3), -ENOENT);
+        assert_string_equal(err.message, "vm 3: no thing");
+        assert_int_equal(cvm_error_set_errno(&err, -EACCES, "open"), -EACCES);
+        assert_string_equal(err.message, "open: Permission denied");
+        /* A positive code is a caller bug but must still be an error. */
+        assert_true(cvm_error_set(&err, 5, "x") < 0);
+        assert_int_equal(cvm_error_set(NULL, -EINVAL, "ignored"), -EINVAL);
+        assert_string_equal(cvm_error_code_name(-EINVAL), "invalid_argument");
+        assert_string_equal(cvm_error_code_name(-ETIMEDOUT), "timeout");
+        assert_string_equal(cvm_error_code_name(-EPROTO), "bad_gateway");
+        assert_string_equal(cvm_error_code_name(-12345), "internal");
+        char longmsg[1000];
+        memset(longmsg, 'a', sizeof(longmsg) - 1);
+        longmsg[sizeof(longmsg) - 1] = '\0';
+        cvm_error_set(&err, -EINVAL, "%s", longmsg);
+        cvm_error_prefix(&err, "p: ");
+        assert_int_equal(strlen(err.message), CVM_ERROR_MESSAGE_MAX - 1);
+        cvm_error_clear(&err);
+        assert_int_equal(err.code, 0);
+}
+
+static void test_json_helpers(void **state) {
+        (void)state;
+        cvm_error err = {0};
+        json_t *o = NULL;
+        assert_int_equal(cvm_json_parse_object("[1]", 3, &o, &err), -EINVAL);
+        assert_int_equal(cvm_json_parse_object("{\"a\":1,\"a\":2}", 13, &o, &err), -EINVAL);
+        assert_non_null(strstr(err.message, "duplicate"));
+        const char *text = "{\"n\": 5, \"s\": \"x\", \"b\": true, \"o\": {}, \"z\": \"a\"}";
+        /* Jansson refuses NUL in strings unless asked, so keys and values are C strings. */
+        const char *nul = "{\"z\": \"a\\u0000b\"}";
+        assert_int_equal(cvm_json_parse_object(nul, strlen(nul), &o, &err), -EINVAL);
+        assert_int_equal(cvm_json_parse_object(text, strlen(text), &o, &err), 0);
+        int64_t n = 0;
+        assert_int_equal(cvm_json_get_int(o, "p", "n", true, 0, 10, &n, &err), 0);
+        assert_int_equal(n, 5);
+        assert_int_equal(cvm_json_get_int(o, "p", "n", true, 6, 10, &n, &err), -EINVAL);
+        assert_string_equal(err.message, "field 'p.n' must be between 6 and 10");
+        assert_int_equal(cvm_json_get_int(o, "p", "missing", true, 0, 1, &n, &err), -EINVAL);
+        assert_string_equal(err.message, "missing field 'p.missing'");
+        assert_int_equal(cvm_json_get_int(o, "p", "missing", false, 0, 1, &n, &err), 0);
+        assert_int_equal(n, 5);
+        const char *s = NULL;
+        assert_int_equal(cvm_json_get_string(o, "", "s", true, &s, &err), 0);
+        assert_string_equal(s, "x");
+        assert_int_equal(cvm_json_get_string(o, "", "n", true, &s, &err), -EINVAL);
+        assert_string_equal(err.message, "field 'n' must be a string");
+        bool b = false;
+        assert_int_equal(cvm_json_get_bool(o, "", "b", true, &b, &err), 0);
+        assert_true(b);
+        json_t *sub;
+        assert_int_equal(cvm_json_get_object(o, "", "o", true, &sub, &err), 0);
+        assert_int_equal(cvm_json_get_object(o, "", "s", true, &sub, &err), -EINVAL);
+        static const char *const allowed[] = {"n", "s", "b", "o", NULL};
+        assert_int_equal(cvm_json_check_fields(o, "top", allowed, &err), -EINVAL);
+        assert_string_equal(err.message, "unknown field 'top.z'");
+        json_decref(o);
+}
+
+static void test_quote(void **state) {
+        (void)state;
+        char buf[32];
+        assert_string_equal(cvm_quote(buf, sizeof(buf), "a\"b\\c\n\x01"),
+                            "\"a\\\"b\\\\c\\x0a\\x01\"");
+        assert_string_equal(cvm_quote(buf, sizeof(buf), NULL), "null");
+        cvm_quote(buf, 16, "0123456789abcdefghij");
+        assert_string_equal(buf, "\"0123456789...\"");
+        assert_int_equal(strlen(buf), 15);
+        cvm_log_level lv;
+        assert_int_equal(cvm_log_level_from_string("warn", &lv), 0);
+        assert_int_equal(lv, CVM_LOG_WARN);
+        assert_int_equal(cvm_log_level_from_string("loud", &lv), -1);
+        assert_string_equal(cvm_log_level_to_string(CVM_LOG_DEBUG), "debug");
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_error_model),
+                cmocka_unit_test(test_json_helpers),
+                cmocka_unit_test(test_quote),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
