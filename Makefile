@@ -13,6 +13,12 @@ HOST ?= sim
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
 CC ?= cc
+# Quiet by default; `make V=1` shows every command.
+V ?= 0
+ifeq ($(V),0)
+Q := @
+quiet = @printf '  %-6s %s\n' $(1) $(2);
+endif
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
 CLANG_FORMAT ?= clang-format
@@ -82,7 +88,7 @@ build-all: all $(UNIT_BINS) $(BENCH_BINS)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+	$(call quiet,CC,$@)$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 $(LIBCVM): $(call obj,$(LIB_SRCS) $(POLICY_SRCS))
 $(LIBCVMD): $(call obj,$(DAEMON_SRCS))
@@ -90,27 +96,27 @@ $(LIBCVMCTL): $(call obj,$(CTL_SRCS))
 $(LIBAGENT): $(call obj,$(AGENT_SRCS))
 $(ARCHIVES):
 	@mkdir -p $(dir $@)
-	rm -f $@ && ar rcs $@ $^
+	$(call quiet,AR,$@)rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/cvmd: $(call obj,daemon/main.c) $(LIBCVMD) $(LIBCVM)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pkg_libs,$(PKGS_DAEMON)) -lpthread -lm
+	$(call quiet,LD,$@)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pkg_libs,$(PKGS_DAEMON)) -lpthread -lm
 
 $(BUILD)/cvmctl: $(call obj,ctl/main.c) $(LIBCVMCTL) $(LIBCVM)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pkg_libs,$(PKGS_CTL)) -lm
+	$(call quiet,LD,$@)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pkg_libs,$(PKGS_CTL)) -lm
 
 $(BUILD)/cvm-agent: $(call obj,firmware/agent/main.c) $(LIBAGENT) $(LIBCVM)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pkg_libs,$(PKGS_AGENT)) -lm
+	$(call quiet,LD,$@)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pkg_libs,$(PKGS_AGENT)) -lm
 
 $(BUILD)/%: $(BUILD)/obj/firmware/tools/%.o $(LIBCVM)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pkg_libs,libcrypto jansson) -lm
+	$(call quiet,LD,$@)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pkg_libs,libcrypto jansson) -lm
 
 $(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(ARCHIVES)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_LDFLAGS) -o $@ $< $(ARCHIVES) $(call pkg_libs,$(PKGS_TEST)) -lpthread -lm
+	$(call quiet,LD,$@)$(CC) $(ALL_LDFLAGS) -o $@ $< $(ARCHIVES) $(call pkg_libs,$(PKGS_TEST)) -lpthread -lm
 
 $(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(ARCHIVES)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_LDFLAGS) -o $@ $< $(ARCHIVES) $(call pkg_libs,$(PKGS_TEST)) -lpthread -lm
+	$(call quiet,LD,$@)$(CC) $(ALL_LDFLAGS) -o $@ $< $(ARCHIVES) $(call pkg_libs,$(PKGS_TEST)) -lpthread -lm
 
 deps:
 	@if ! command -v dpkg-query >/dev/null 2>&1; then \
@@ -155,6 +161,7 @@ bench: deps
 # libFuzzer targets (clang); not part of check. Corpora under tests/fuzz/corpus/.
 FUZZ_BUILD := $(BUILD)/fuzz
 FUZZ_FLAGS := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -g -O1
+fuzz: SHELL := /bin/bash
 fuzz:
 	@$(MAKE) --no-print-directory -j$(JOBS) BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) \
 		SAN_FLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all" \
@@ -165,9 +172,11 @@ fuzz:
 			-o $(FUZZ_BUILD)/$$name $$src $(addprefix $(FUZZ_BUILD)/,libcvmd.a libcvmctl.a libcvmagent.a libcvm.a) \
 			$(call pkg_libs,$(PKGS_TEST)) -lpthread -lm; \
 		mkdir -p $(FUZZ_BUILD)/corpus/$$name; \
+		seeds=""; [ -d tests/fuzz/corpus/$$name ] && seeds=tests/fuzz/corpus/$$name; \
 		echo "fuzz: $$name for $(FUZZ_SECONDS)s"; \
 		$(FUZZ_BUILD)/$$name -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
-			$(FUZZ_BUILD)/corpus/$$name tests/fuzz/corpus/$$name; \
+			$(FUZZ_BUILD)/corpus/$$name $$seeds 2>&1 | grep -E '^(stat::number_of_executed_units|INFO: -max_total_time|==|SUMMARY)' || true; \
+		test $${PIPESTATUS[0]} -eq 0; \
 	done
 
 install: all

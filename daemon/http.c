@@ -507,7 +507,8 @@ static void listener_run(listener *l) {
                 uv_timer_stop(&l->timer);
 }
 
-static void mhd_log(void *cls, const char *fmt, va_list ap) {
+__attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt,
+                                                          va_list ap) {
         (void)cls;
         char msg[512];
         vsnprintf(msg, sizeof(msg), fmt, ap);
