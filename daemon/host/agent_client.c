@@ -1,0 +1,422 @@
+#include "agent_client.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define READ_CHUNK (64 * 1024)
+
+typedef struct pending {
+        struct pending *next;
+        uint64_t id;
+        uint64_t deadline_ns; /* The agent's timeout plus the grace: a RESULT is overdue after. */
+        cvm_agent_result_cb cb;
+        void *userdata;
+} pending;
+
+/* A queued frame and the bytes it borrows (an INVOKE's copied body). */
+typedef struct out_write {
+        uv_write_t req;
+        cvm_agent_msg msg;
+        uint8_t body[];
+} out_write;
+
+struct cvm_agent_client {
+        uv_loop_t *loop;
+        uv_pipe_t conn;
+        uv_timer_t heartbeat;
+        int open_handles; /* The memory goes when this is 0 and the user has freed it. */
+        cvm_agent_decoder dec;
+        cvm_agent_client_opts opts;
+        cvm_agent_client_cbs cbs;
+        void *userdata;
+        bool have_hello;
+        cvm_agent_hello hello;
+        bool shutting_down;
+        bool closed; /* The connection ended; no more frames are sent or read. */
+        bool freed;
+        pending *pending;
+        size_t n_pending;
+        uint64_t ping_sent, ping_acked;
+        uint32_t misses;
+        uint8_t readbuf[READ_CHUNK];
+};
+
+static void release(cvm_agent_client *c) {
+        cvm_agent_decoder_release(&c->dec);
+        free(c);
+}
+
+static void on_handle_closed(uv_handle_t *h) {
+        cvm_agent_client *c = h->data;
+        if (--c->open_handles == 0 && c->freed)
+                release(c);
+}
+
+static void drop_pending(cvm_agent_client *c) {
+        while (c->pending) {
+                pending *p = c->pending;
+                c->pending = p->next;
+                free(p);
+        }
+        c->n_pending = 0;
+}
+
+static void close_conn(cvm_agent_client *c, int code, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+
+/* Ends the connection once: fails every pending invocation, then reports
+ * on_closed. Stops early if a callback frees the client. */
+static void close_conn(cvm_agent_client *c, int code, const char *fmt, ...) {
+        if (c->closed)
+                return;
+        c->closed = true;
+        cvm_error e = {.code = code};
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(e.message, sizeof(e.message), fmt, ap);
+        va_end(ap);
+        if (code == 0)
+                log_info("agent connection closed: %s", e.message);
+        else
+                log_warn("agent connection dropped: %s", e.message);
+        uv_close((uv_handle_t *)&c->conn, on_handle_closed);
+        uv_close((uv_handle_t *)&c->heartbeat, on_handle_closed);
+
+        cvm_error pe = {.code = code ? code : -ECANCELED};
+        snprintf(pe.message, sizeof(pe.message), "agent connection %s: %.400s",
+                 code ? "failed" : "shut down", e.message);
+        while (c->pending && !c->freed) {
+                pending *p = c->pending;
+                c->pending = p->next;
+                c->n_pending--;
+                p->cb(c, p->id, NULL, &pe, p->userdata);
+                free(p);
+        }
+        if (!c->freed && c->cbs.on_closed)
+                c->cbs.on_closed(c, &e, c->userdata);
+}
+
+static void on_written(uv_write_t *req, int status) {
+        cvm_agent_client *c = req->data;
+        free(req);
+        if (status < 0 && status != UV_ECANCELED)
+                close_conn(c, -ECONNRESET, "writing to the agent: %s", uv_strerror(status));
+}
+
+/* Queues w, which is freed when written. */
+static int send_write(cvm_agent_client *c, out_write *w) {
+        uv_buf_t bufs[3];
+        unsigned n = 0;
+        bufs[n++] = uv_buf_init((char *)w->msg.head, (unsigned)w->msg.head_len);
+        for (int i = 0; i < 2; i++)
+                if (w->msg.part_len[i] > 0)
+                        bufs[n++] =
+                                uv_buf_init((char *)w->msg.part[i], (unsigned)w->msg.part_len[i]);
+        w->req.data = c;
+        int r = uv_write(&w->req, (uv_stream_t *)&c->conn, bufs, n, on_written);
+        if (r < 0)
+                free(w);
+        return r;
+}
+
+static int send_empty(cvm_agent_client *c, cvm_agent_msg_type type, uint64_t id) {
+        out_write *w = malloc(sizeof(*w));
+        if (!w)
+                return -ENOMEM;
+        cvm_agent_encode_empty(type, id, &w->msg);
+        return send_write(c, w);
+}
+
+static void on_heartbeat(uv_timer_t *t) {
+        cvm_agent_client *c = t->data;
+        if (c->ping_acked < c->ping_sent && ++c->misses >= c->opts.heartbeat_misses) {
+                close_conn(c, -ETIMEDOUT, "agent missed %" PRIu32 " heartbeats of %" PRIu32 " ms",
+                           c->misses, c->opts.heartbeat_interval_ms);
+                return;
+        }
+        uint64_t now = uv_hrtime();
+        for (pending *p = c->pending; p; p = p->next)
+                if (now > p->deadline_ns) {
+                        close_conn(c, -ETIMEDOUT,
+                                   "invocation %" PRIu64 " overdue: no RESULT %" PRIu32
+                                   " ms after its timeout",
+                                   p->id, c->opts.result_grace_ms);
+                        return;
+                }
+        int r = send_empty(c, CVM_AGENT_MSG_PING, c->ping_sent + 1);
+        if (r < 0)
+                close_conn(c, -ECONNRESET, "sending a heartbeat: %s", strerror(-r));
+        else
+                c->ping_sent++;
+}
+
+static void handle_hello(cvm_agent_client *c, const cvm_agent_frame *f) {
+        cvm_error err = {0};
+        cvm_agent_hello h;
+        if (c->have_hello) {
+                close_conn(c, -EPROTO, "protocol violation: second HELLO");
+                return;
+        }
+        if (cvm_agent_hello_decode(f, &h, &err) < 0) {
+                close_conn(c, -EPROTO, "protocol violation: %s", err.message);
+                return;
+        }
+        if (h.proto_version != CVM_AGENT_PROTO_VERSION) {
+                close_conn(c, -EPROTO, "agent %s speaks protocol version %u, not %u",
+                           CVM_QUOTE(h.agent_version), h.proto_version, CVM_AGENT_PROTO_VERSION);
+                return;
+        }
+        uint64_t largest = (uint64_t)CVM_AGENT_RESULT_FIXED + h.max_response + h.max_stderr;
+        if (largest > c->opts.max_payload) {
+                close_conn(c, -EMSGSIZE,
+                           "agent results may reach %" PRIu64
+                           " bytes, above the frame limit %" PRIu32,
+                           largest, c->opts.max_payload);
+                return;
+        }
+        c->hello = h;
+        c->have_hello = true;
+        log_debug("agent %s: protocol %u, concurrency %u, capabilities 0x%" PRIx32,
+                  CVM_QUOTE(h.agent_version), h.proto_version, h.max_concurrency, h.capabilities);
+        if (c->cbs.on_hello)
+                c->cbs.on_hello(c, &c->hello, c->userdata);
+}
+
+static void handle_result(cvm_agent_client *c, const cvm_agent_frame *f) {
+        cvm_error err = {0};
+        pending **pp = &c->pending;
+        while (*pp && (*pp)->id != f->id)
+                pp = &(*pp)->next;
+        if (!*pp) {
+                close_conn(c, -EPROTO, "protocol violation: RESULT for unknown invocation %" PRIu64,
+                           f->id);
+                return;
+        }
+        cvm_agent_result r;
+        if (cvm_agent_result_decode(f, &r, &err) < 0) {
+                close_conn(c, -EPROTO, "protocol violation: %s", err.message);
+                return;
+        }
+        if (r.output_len > c->hello.max_response || r.stderr_len > c->hello.max_stderr) {
+                close_conn(c, -EPROTO,
+                           "protocol violation: RESULT %" PRIu64 " exceeds the agent's own limits",
+                           f->id);
+                return;
+        }
+        pending *p = *pp;
+        *pp = p->next;
+        c->n_pending--;
+        p->cb(c, p->id, &r, NULL, p->userdata);
+        free(p);
+}
+
+static void handle_frame(cvm_agent_client *c, const cvm_agent_frame *f) {
+        if (!c->have_hello && f->type != CVM_AGENT_MSG_HELLO) {
+                close_conn(c, -EPROTO, "protocol violation: %s before HELLO",
+                           cvm_agent_msg_type_name(f->type));
+                return;
+        }
+        switch (f->type) {
+        case CVM_AGENT_MSG_HELLO: handle_hello(c, f); return;
+        case CVM_AGENT_MSG_RESULT: handle_result(c, f); return;
+        case CVM_AGENT_MSG_PONG:
+                if (f->len != 0 || f->id <= c->ping_acked || f->id > c->ping_sent) {
+                        close_conn(c, -EPROTO,
+                                   "protocol violation: PONG %" PRIu64 " answers no PING", f->id);
+                        return;
+                }
+                c->ping_acked = f->id;
+                c->misses = 0;
+                return;
+        case CVM_AGENT_MSG_SHUTDOWN:
+                if (!c->shutting_down || f->len != 0) {
+                        close_conn(c, -EPROTO, "protocol violation: unrequested SHUTDOWN");
+                        return;
+                }
+                close_conn(c, 0, "agent acknowledged shutdown");
+                return;
+        default:
+                close_conn(c, -EPROTO, "protocol violation: unexpected %s from the agent",
+                           cvm_agent_msg_type_name(f->type));
+                return;
+        }
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+        cvm_agent_client *c = h->data;
+        (void)suggested;
+        *buf = uv_buf_init((char *)c->readbuf, sizeof(c->readbuf));
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+        cvm_agent_client *c = s->data;
+        if (nread < 0) {
+                if (c->shutting_down && nread == UV_EOF)
+                        close_conn(c, 0, "agent closed the connection during shutdown");
+                else
+                        close_conn(c, -ECONNRESET, "%s",
+                                   nread == UV_EOF ? "agent closed the connection"
+                                                   : uv_strerror((int)nread));
+                return;
+        }
+        const uint8_t *p = (const uint8_t *)buf->base;
+        size_t len = (size_t)nread;
+        /* A callback may end the connection or free the client: stop there. */
+        while (len > 0 && !c->closed) {
+                cvm_agent_frame f;
+                size_t used;
+                cvm_error err = {0};
+                int r = cvm_agent_decoder_feed(&c->dec, p, len, &used, &f, &err);
+                if (r < 0) {
+                        close_conn(c, r, "protocol violation: %s", err.message);
+                        return;
+                }
+                p += used;
+                len -= used;
+                if (r == 1)
+                        handle_frame(c, &f);
+        }
+}
+
+int cvm_agent_client_new(uv_loop_t *loop, int fd, const cvm_agent_client_opts *opts,
+                         const cvm_agent_client_cbs *cbs, void *userdata, cvm_agent_client **ret,
+                         cvm_error *err) {
+        /* Nothing the daemon spawns may inherit a VM's agent connection. */
+        if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+                int r = -errno;
+                close(fd);
+                return cvm_error_set_errno(err, r, "agent connection fd %d", fd);
+        }
+        cvm_agent_client *c = calloc(1, sizeof(*c));
+        if (!c) {
+                close(fd);
+                return cvm_error_set(err, -ENOMEM, "out of memory");
+        }
+        c->loop = loop;
+        c->opts = opts ? *opts : (cvm_agent_client_opts){0};
+        if (!c->opts.max_payload)
+                c->opts.max_payload = CVM_AGENT_DEFAULT_MAX_PAYLOAD;
+        if (!c->opts.heartbeat_misses)
+                c->opts.heartbeat_misses = 3;
+        if (!c->opts.result_grace_ms)
+                c->opts.result_grace_ms = 5000;
+        if (cbs)
+                c->cbs = *cbs;
+        c->userdata = userdata;
+        cvm_agent_decoder_init(&c->dec, c->opts.max_payload);
+        uv_pipe_init(loop, &c->conn, 0);
+        uv_timer_init(loop, &c->heartbeat);
+        c->conn.data = c->heartbeat.data = c;
+        c->open_handles = 2;
+        int r = uv_pipe_open(&c->conn, fd);
+        if (r < 0)
+                close(fd);
+        else
+                r = uv_read_start((uv_stream_t *)&c->conn, on_alloc, on_read);
+        if (r < 0) {
+                c->closed = true;
+                c->freed = true;
+                uv_close((uv_handle_t *)&c->conn, on_handle_closed);
+                uv_close((uv_handle_t *)&c->heartbeat, on_handle_closed);
+                return cvm_error_set(err, r, "agent connection fd %d: %s", fd, uv_strerror(r));
+        }
+        if (c->opts.heartbeat_interval_ms)
+                uv_timer_start(&c->heartbeat, on_heartbeat, c->opts.heartbeat_interval_ms,
+                               c->opts.heartbeat_interval_ms);
+        *ret = c;
+        return 0;
+}
+
+int cvm_agent_client_invoke(cvm_agent_client *c, uint64_t id, uint32_t timeout_ms, const void *body,
+                            size_t len, cvm_agent_result_cb cb, void *userdata, cvm_error *err) {
+        if (c->closed || !c->have_hello)
+                return cvm_error_set(err, -ENOTCONN, "invocation %" PRIu64 ": agent %s", id,
+                                     c->closed ? "connection closed" : "not ready");
+        if (c->shutting_down)
+                return cvm_error_set(err, -ESHUTDOWN, "invocation %" PRIu64 ": agent shutting down",
+                                     id);
+        for (pending *p = c->pending; p; p = p->next)
+                if (p->id == id)
+                        return cvm_error_set(err, -EEXIST, "invocation %" PRIu64 " already pending",
+                                             id);
+        if (len > c->hello.max_request - CVM_AGENT_INVOKE_FIXED)
+                return cvm_error_set(err, -EMSGSIZE,
+                                     "invocation %" PRIu64 ": body of %zu bytes exceeds the "
+                                     "agent's limit of %" PRIu32,
+                                     id, len, c->hello.max_request - CVM_AGENT_INVOKE_FIXED);
+        pending *p = calloc(1, sizeof(*p));
+        out_write *w = malloc(sizeof(*w) + len);
+        if (!p || !w) {
+                free(p);
+                free(w);
+                return cvm_error_set(err, -ENOMEM, "invocation %" PRIu64 ": out of memory", id);
+        }
+        if (len)
+                memcpy(w->body, body, len);
+        int r = cvm_agent_encode_invoke(id, timeout_ms, w->body, len, &w->msg, err);
+        if (r == 0) {
+                r = send_write(c, w);
+                if (r < 0)
+                        cvm_error_set(err, r, "invocation %" PRIu64 ": %s", id, uv_strerror(r));
+        } else {
+                free(w);
+        }
+        if (r < 0) {
+                free(p);
+                return r;
+        }
+        *p = (pending){
+                .next = c->pending,
+                .id = id,
+                .deadline_ns = uv_hrtime() +
+                               ((uint64_t)timeout_ms + c->opts.result_grace_ms) * UINT64_C(1000000),
+                .cb = cb,
+                .userdata = userdata,
+        };
+        c->pending = p;
+        c->n_pending++;
+        return 0;
+}
+
+int cvm_agent_client_shutdown(cvm_agent_client *c, cvm_error *err) {
+        if (c->closed)
+                return cvm_error_set(err, -ENOTCONN, "agent connection closed");
+        if (c->shutting_down)
+                return 0;
+        int r = send_empty(c, CVM_AGENT_MSG_SHUTDOWN, 0);
+        if (r < 0)
+                return cvm_error_set(err, r, "sending SHUTDOWN to the agent: %s", strerror(-r));
+        c->shutting_down = true;
+        return 0;
+}
+
+const cvm_agent_hello *cvm_agent_client_hello(const cvm_agent_client *c) {
+        return c->have_hello ? &c->hello : NULL;
+}
+
+size_t cvm_agent_client_pending(const cvm_agent_client *c) {
+        return c->n_pending;
+}
+
+void cvm_agent_client_free(cvm_agent_client *c) {
+        if (!c || c->freed)
+                return;
+        c->freed = true;
+        drop_pending(c);
+        if (!c->closed) {
+                c->closed = true;
+                uv_close((uv_handle_t *)&c->conn, on_handle_closed);
+                uv_close((uv_handle_t *)&c->heartbeat, on_handle_closed);
+        } else if (c->open_handles == 0) {
+                release(c);
+        }
+}

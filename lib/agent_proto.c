@@ -1,0 +1,351 @@
+#include "agent_proto.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Header layout: magic u32, version u8, type u8, flags u16, id u64, length u32. */
+#define OFF_MAGIC 0
+#define OFF_VERSION 4
+#define OFF_TYPE 5
+#define OFF_FLAGS 6
+#define OFF_ID 8
+#define OFF_LEN 16
+
+static void put16(uint8_t *p, uint16_t v) {
+        p[0] = (uint8_t)v;
+        p[1] = (uint8_t)(v >> 8);
+}
+
+static void put32(uint8_t *p, uint32_t v) {
+        for (int i = 0; i < 4; i++)
+                p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put64(uint8_t *p, uint64_t v) {
+        for (int i = 0; i < 8; i++)
+                p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint16_t get16(const uint8_t *p) {
+        return (uint16_t)(p[0] | p[1] << 8);
+}
+
+static uint32_t get32(const uint8_t *p) {
+        uint32_t v = 0;
+        for (int i = 3; i >= 0; i--)
+                v = v << 8 | p[i];
+        return v;
+}
+
+static uint64_t get64(const uint8_t *p) {
+        uint64_t v = 0;
+        for (int i = 7; i >= 0; i--)
+                v = v << 8 | p[i];
+        return v;
+}
+
+const char *cvm_agent_msg_type_name(int type) {
+        switch (type) {
+        case CVM_AGENT_MSG_HELLO: return "HELLO";
+        case CVM_AGENT_MSG_INVOKE: return "INVOKE";
+        case CVM_AGENT_MSG_RESULT: return "RESULT";
+        case CVM_AGENT_MSG_PING: return "PING";
+        case CVM_AGENT_MSG_PONG: return "PONG";
+        case CVM_AGENT_MSG_SHUTDOWN: return "SHUTDOWN";
+        default: return "unknown";
+        }
+}
+
+const char *cvm_agent_status_name(int status) {
+        switch (status) {
+        case CVM_AGENT_STATUS_OK: return "ok";
+        case CVM_AGENT_STATUS_FAILED: return "failed";
+        case CVM_AGENT_STATUS_TIMEOUT: return "timeout";
+        case CVM_AGENT_STATUS_BUSY: return "busy";
+        case CVM_AGENT_STATUS_SPAWN_ERROR: return "spawn_error";
+        case CVM_AGENT_STATUS_TOO_LARGE: return "too_large";
+        default: return "unknown";
+        }
+}
+
+void cvm_agent_decoder_init(cvm_agent_decoder *d, uint32_t max_payload) {
+        *d = (cvm_agent_decoder){
+                .max_payload = max_payload ? max_payload : CVM_AGENT_DEFAULT_MAX_PAYLOAD,
+        };
+}
+
+void cvm_agent_decoder_release(cvm_agent_decoder *d) {
+        free(d->buf);
+        d->buf = NULL;
+}
+
+static int fail(cvm_agent_decoder *d, int code, cvm_error *err, const char *what, uint32_t value) {
+        d->failed = true;
+        return cvm_error_set(err, code, "agent protocol: %s (0x%x)", what, (unsigned)value);
+}
+
+/* Validates d->header into d->frame; nothing is allocated before this passes. */
+static int parse_header(cvm_agent_decoder *d, cvm_error *err) {
+        const uint8_t *h = d->header;
+        uint32_t magic = get32(h + OFF_MAGIC), len = get32(h + OFF_LEN);
+        if (magic != CVM_AGENT_PROTO_MAGIC)
+                return fail(d, -EPROTO, err, "bad frame magic", magic);
+        if (h[OFF_VERSION] != CVM_AGENT_PROTO_VERSION)
+                return fail(d, -EPROTO, err, "unsupported frame version", h[OFF_VERSION]);
+        if (h[OFF_TYPE] < CVM_AGENT_MSG_HELLO || h[OFF_TYPE] > CVM_AGENT_MSG_SHUTDOWN)
+                return fail(d, -EPROTO, err, "unknown message type", h[OFF_TYPE]);
+        if (get16(h + OFF_FLAGS) != 0)
+                return fail(d, -EPROTO, err, "unknown frame flags", get16(h + OFF_FLAGS));
+        if (len > d->max_payload) {
+                d->failed = true;
+                return cvm_error_set(err, -EMSGSIZE,
+                                     "agent protocol: %s frame payload of %u bytes exceeds the "
+                                     "limit of %u",
+                                     cvm_agent_msg_type_name(h[OFF_TYPE]), (unsigned)len,
+                                     (unsigned)d->max_payload);
+        }
+        d->frame = (cvm_agent_frame){.type = h[OFF_TYPE], .id = get64(h + OFF_ID), .len = len};
+        return 0;
+}
+
+int cvm_agent_decoder_feed(cvm_agent_decoder *d, const void *data, size_t len, size_t *consumed,
+                           cvm_agent_frame *frame, cvm_error *err) {
+        const uint8_t *p = data;
+        size_t used = 0;
+        *consumed = 0;
+        if (d->failed)
+                return cvm_error_set(err, -EPROTO, "agent protocol: decoder already failed");
+        /* Between frames, d->buf can only hold the frame handed out last. */
+        if (d->header_len == 0)
+                cvm_agent_decoder_release(d);
+
+        if (d->header_len < CVM_AGENT_HEADER_SIZE) {
+                size_t n = CVM_AGENT_HEADER_SIZE - d->header_len;
+                if (n > len)
+                        n = len;
+                memcpy(d->header + d->header_len, p, n);
+                d->header_len += n;
+                used = n;
+                *consumed = used;
+                if (d->header_len < CVM_AGENT_HEADER_SIZE)
+                        return 0;
+                int r = parse_header(d, err);
+                if (r < 0)
+                        return r;
+                d->buf_len = 0;
+                /* The whole payload is in this input: hand it out in place. */
+                if (len - used >= d->frame.len) {
+                        *frame = d->frame;
+                        frame->payload = p + used;
+                        *consumed = used + d->frame.len;
+                        d->header_len = 0;
+                        return 1;
+                }
+                /* Split: the limit was checked above, so this allocation is bounded. */
+                d->buf = malloc(d->frame.len);
+                if (!d->buf) {
+                        d->failed = true;
+                        return cvm_error_set(err, -ENOMEM, "agent protocol: out of memory");
+                }
+        }
+
+        size_t n = d->frame.len - d->buf_len;
+        if (n > len - used)
+                n = len - used;
+        memcpy(d->buf + d->buf_len, p + used, n);
+        d->buf_len += n;
+        *consumed = used + n;
+        if (d->buf_len < d->frame.len)
+                return 0;
+        *frame = d->frame;
+        frame->payload = d->buf;
+        d->header_len = 0;
+        return 1;
+}
+
+static int bad_payload(cvm_error *err, const cvm_agent_frame *f, const char *what) {
+        return cvm_error_set(err, -EPROTO, "agent protocol: malformed %s payload (id %llu): %s",
+                             cvm_agent_msg_type_name(f->type), (unsigned long long)f->id, what);
+}
+
+static int check_version_string(const uint8_t *s, size_t len) {
+        if (len < 1 || len > CVM_AGENT_MAX_VERSION_LEN)
+                return -1;
+        for (size_t i = 0; i < len; i++)
+                if (s[i] < 0x21 || s[i] > 0x7e)
+                        return -1;
+        return 0;
+}
+
+int cvm_agent_hello_decode(const cvm_agent_frame *f, cvm_agent_hello *ret, cvm_error *err) {
+        const uint8_t *p = f->payload;
+        if (f->type != CVM_AGENT_MSG_HELLO)
+                return bad_payload(err, f, "not a HELLO");
+        if (f->len < CVM_AGENT_HELLO_FIXED)
+                return bad_payload(err, f, "shorter than its fixed fields");
+        size_t vlen = f->len - CVM_AGENT_HELLO_FIXED;
+        if (check_version_string(p + CVM_AGENT_HELLO_FIXED, vlen) < 0)
+                return bad_payload(err, f, "agent version is not 1-64 printable characters");
+        cvm_agent_hello h = {
+                .proto_version = get16(p),
+                .max_concurrency = get16(p + 2),
+                .capabilities = get32(p + 4),
+                .max_request = get32(p + 8),
+                .max_response = get32(p + 12),
+                .max_stderr = get32(p + 16),
+        };
+        if (h.max_concurrency == 0)
+                return bad_payload(err, f, "max concurrency is 0");
+        if (h.max_request < CVM_AGENT_INVOKE_FIXED)
+                return bad_payload(err, f, "max request is smaller than an INVOKE");
+        if (h.max_stderr > CVM_AGENT_MAX_STDERR)
+                return bad_payload(err, f, "max stderr exceeds the protocol limit");
+        memcpy(h.agent_version, p + CVM_AGENT_HELLO_FIXED, vlen);
+        h.agent_version[vlen] = '\0';
+        *ret = h;
+        return 0;
+}
+
+int cvm_agent_invoke_decode(const cvm_agent_frame *f, cvm_agent_invoke *ret, cvm_error *err) {
+        if (f->type != CVM_AGENT_MSG_INVOKE)
+                return bad_payload(err, f, "not an INVOKE");
+        if (f->len < CVM_AGENT_INVOKE_FIXED)
+                return bad_payload(err, f, "shorter than its fixed fields");
+        uint32_t timeout_ms = get32(f->payload);
+        if (timeout_ms == 0 || timeout_ms > CVM_AGENT_MAX_TIMEOUT_MS)
+                return bad_payload(err, f, "timeout out of range");
+        *ret = (cvm_agent_invoke){
+                .timeout_ms = timeout_ms,
+                .body = f->payload + CVM_AGENT_INVOKE_FIXED,
+                .body_len = f->len - CVM_AGENT_INVOKE_FIXED,
+        };
+        return 0;
+}
+
+int cvm_agent_result_validate(const cvm_agent_result *r, cvm_error *err) {
+        const char *why = NULL;
+        if (r->status > CVM_AGENT_STATUS_TOO_LARGE)
+                why = "unknown status";
+        else if (r->stderr_len > CVM_AGENT_MAX_STDERR)
+                why = "stderr tail exceeds the protocol limit";
+        else if (r->status == CVM_AGENT_STATUS_FAILED) {
+                bool by_exit = r->exit_code >= 1 && r->exit_code <= 255 && r->term_signal == 0;
+                bool by_signal = r->exit_code == 0 && r->term_signal >= 1 && r->term_signal <= 64;
+                if (!by_exit && !by_signal)
+                        why = "a failure needs either an exit code or a signal";
+        } else if (r->exit_code != 0 || r->term_signal != 0)
+                why = "exit code or signal set on a status other than failed";
+        else if (r->status != CVM_AGENT_STATUS_OK && r->output_len > 0)
+                why = "output on a status other than ok or failed";
+        if (why)
+                return cvm_error_set(err, -EPROTO, "agent protocol: invalid RESULT (status %u): %s",
+                                     r->status, why);
+        return 0;
+}
+
+int cvm_agent_result_decode(const cvm_agent_frame *f, cvm_agent_result *ret, cvm_error *err) {
+        const uint8_t *p = f->payload;
+        if (f->type != CVM_AGENT_MSG_RESULT)
+                return bad_payload(err, f, "not a RESULT");
+        if (f->len < CVM_AGENT_RESULT_FIXED)
+                return bad_payload(err, f, "shorter than its fixed fields");
+        uint32_t stderr_len = get32(p + 4);
+        if (stderr_len > f->len - CVM_AGENT_RESULT_FIXED)
+                return bad_payload(err, f, "stderr length overruns the payload");
+        cvm_agent_result r = {
+                .status = p[0],
+                .term_signal = p[1],
+                .exit_code = get16(p + 2),
+                .exec_us = get64(p + 8),
+                .stderr_tail = p + CVM_AGENT_RESULT_FIXED,
+                .stderr_len = stderr_len,
+                .output = p + CVM_AGENT_RESULT_FIXED + stderr_len,
+                .output_len = f->len - CVM_AGENT_RESULT_FIXED - stderr_len,
+        };
+        int ret_code = cvm_agent_result_validate(&r, err);
+        if (ret_code < 0)
+                return cvm_error_prefix(err, "id %llu: ", (unsigned long long)f->id);
+        *ret = r;
+        return 0;
+}
+
+static void put_header(cvm_agent_msg *m, cvm_agent_msg_type type, uint64_t id, size_t payload_len) {
+        uint8_t *h = m->head;
+        put32(h + OFF_MAGIC, CVM_AGENT_PROTO_MAGIC);
+        h[OFF_VERSION] = CVM_AGENT_PROTO_VERSION;
+        h[OFF_TYPE] = (uint8_t)type;
+        put16(h + OFF_FLAGS, 0);
+        put64(h + OFF_ID, id);
+        put32(h + OFF_LEN, (uint32_t)payload_len);
+}
+
+int cvm_agent_encode_hello(const cvm_agent_hello *h, cvm_agent_msg *out, cvm_error *err) {
+        size_t vlen = strnlen(h->agent_version, sizeof(h->agent_version));
+        if (check_version_string((const uint8_t *)h->agent_version, vlen) < 0)
+                return cvm_error_set(err, -EINVAL,
+                                     "agent version must be 1-64 printable characters");
+        if (h->max_concurrency == 0 || h->max_request < CVM_AGENT_INVOKE_FIXED ||
+            h->max_stderr > CVM_AGENT_MAX_STDERR)
+                return cvm_error_set(err, -EINVAL, "HELLO limits out of range");
+        *out = (cvm_agent_msg){.head_len = CVM_AGENT_HEADER_SIZE + CVM_AGENT_HELLO_FIXED + vlen};
+        put_header(out, CVM_AGENT_MSG_HELLO, 0, CVM_AGENT_HELLO_FIXED + vlen);
+        uint8_t *p = out->head + CVM_AGENT_HEADER_SIZE;
+        put16(p, h->proto_version);
+        put16(p + 2, h->max_concurrency);
+        put32(p + 4, h->capabilities);
+        put32(p + 8, h->max_request);
+        put32(p + 12, h->max_response);
+        put32(p + 16, h->max_stderr);
+        memcpy(p + CVM_AGENT_HELLO_FIXED, h->agent_version, vlen);
+        return 0;
+}
+
+int cvm_agent_encode_invoke(uint64_t id, uint32_t timeout_ms, const void *body, size_t len,
+                            cvm_agent_msg *out, cvm_error *err) {
+        if (timeout_ms == 0 || timeout_ms > CVM_AGENT_MAX_TIMEOUT_MS)
+                return cvm_error_set(err, -EINVAL, "invocation %llu: timeout %u ms out of range",
+                                     (unsigned long long)id, (unsigned)timeout_ms);
+        if (len > UINT32_MAX - CVM_AGENT_INVOKE_FIXED)
+                return cvm_error_set(err, -EMSGSIZE, "invocation %llu: body too large",
+                                     (unsigned long long)id);
+        *out = (cvm_agent_msg){.head_len = CVM_AGENT_HEADER_SIZE + CVM_AGENT_INVOKE_FIXED};
+        put_header(out, CVM_AGENT_MSG_INVOKE, id, CVM_AGENT_INVOKE_FIXED + len);
+        put32(out->head + CVM_AGENT_HEADER_SIZE, timeout_ms);
+        out->part[0] = body;
+        out->part_len[0] = len;
+        return 0;
+}
+
+int cvm_agent_encode_result(uint64_t id, const cvm_agent_result *r, cvm_agent_msg *out,
+                            cvm_error *err) {
+        int ret = cvm_agent_result_validate(r, err);
+        if (ret < 0)
+                return ret;
+        if (r->output_len > UINT32_MAX - CVM_AGENT_RESULT_FIXED - r->stderr_len)
+                return cvm_error_set(err, -EMSGSIZE, "invocation %llu: result too large",
+                                     (unsigned long long)id);
+        *out = (cvm_agent_msg){.head_len = CVM_AGENT_HEADER_SIZE + CVM_AGENT_RESULT_FIXED};
+        put_header(out, CVM_AGENT_MSG_RESULT, id,
+                   CVM_AGENT_RESULT_FIXED + r->stderr_len + r->output_len);
+        uint8_t *p = out->head + CVM_AGENT_HEADER_SIZE;
+        p[0] = r->status;
+        p[1] = r->term_signal;
+        put16(p + 2, r->exit_code);
+        put32(p + 4, (uint32_t)r->stderr_len);
+        put64(p + 8, r->exec_us);
+        out->part[0] = r->stderr_tail;
+        out->part_len[0] = r->stderr_len;
+        out->part[1] = r->output;
+        out->part_len[1] = r->output_len;
+        return 0;
+}
+
+void cvm_agent_encode_empty(cvm_agent_msg_type type, uint64_t id, cvm_agent_msg *out) {
+        *out = (cvm_agent_msg){.head_len = CVM_AGENT_HEADER_SIZE};
+        put_header(out, type, id, 0);
+}
+
+size_t cvm_agent_msg_size(const cvm_agent_msg *m) {
+        return m->head_len + m->part_len[0] + m->part_len[1];
+}

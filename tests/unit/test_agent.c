@@ -1,0 +1,627 @@
+/* The guest agent and the host client end to end: both on one libuv loop,
+ * joined by a socketpair, running real handler programs. Raw peers written
+ * from the test stand in for a misbehaving agent or host. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "agent.h"
+#include "agent_client.h"
+#include "agent_proto.h"
+#include "cleanup.h"
+
+CVM_DEFINE_CLEANUP(DIR *, closedir)
+
+typedef struct result {
+        bool done;
+        uint64_t id;
+        int err_code; /* 0 when the agent answered. */
+        int status, exit_code, term_signal;
+        uint8_t *out;
+        size_t out_len;
+        char stderr_tail[1024];
+        uint64_t exec_us;
+        uint64_t at_ns; /* When the callback ran. */
+} result;
+
+typedef struct harness {
+        uv_loop_t loop;
+        cvm_agent *agent;
+        cvm_agent_client *client;
+        int agent_fd, peer_fd; /* The agent's end; a raw peer's end when one side is the test. */
+        bool hello, closed;
+        cvm_error closed_err;
+        result res[4];
+        bool free_in_callback;
+} harness;
+
+static void on_hello(cvm_agent_client *c, const cvm_agent_hello *h, void *userdata) {
+        harness *t = userdata;
+        (void)c, (void)h;
+        t->hello = true;
+}
+
+static void on_closed(cvm_agent_client *c, const cvm_error *err, void *userdata) {
+        harness *t = userdata;
+        (void)c;
+        assert_false(t->closed);
+        t->closed = true;
+        t->closed_err = *err;
+}
+
+static void on_result(cvm_agent_client *c, uint64_t id, const cvm_agent_result *r,
+                      const cvm_error *err, void *userdata) {
+        harness *t = userdata;
+        result *res = &t->res[id];
+        assert_false(res->done);
+        *res = (result){.done = true, .id = id, .at_ns = uv_hrtime()};
+        if (err) {
+                assert_null(r);
+                res->err_code = err->code;
+        } else {
+                res->status = r->status;
+                res->exit_code = r->exit_code;
+                res->term_signal = r->term_signal;
+                res->exec_us = r->exec_us;
+                res->out = malloc(r->output_len + 1);
+                memcpy(res->out, r->output, r->output_len);
+                res->out_len = r->output_len;
+                size_t n = r->stderr_len < sizeof(res->stderr_tail) - 1
+                                   ? r->stderr_len
+                                   : sizeof(res->stderr_tail) - 1;
+                memcpy(res->stderr_tail, r->stderr_tail, n);
+        }
+        if (t->free_in_callback) {
+                cvm_agent_client_free(c);
+                t->client = NULL;
+        }
+}
+
+static const cvm_agent_client_cbs cbs = {.on_hello = on_hello, .on_closed = on_closed};
+
+static void on_tick(uv_timer_t *timer) {
+        (void)timer;
+}
+
+/* Runs the loop until *flag is set, failing after timeout_ms. */
+static void run_until(harness *t, const bool *flag, uint64_t timeout_ms) {
+        uv_timer_t tick;
+        uv_timer_init(&t->loop, &tick);
+        uv_timer_start(&tick, on_tick, 10, 10);
+        uint64_t deadline = uv_hrtime() + timeout_ms * 1000000;
+        while (!*flag && uv_hrtime() < deadline)
+                uv_run(&t->loop, UV_RUN_ONCE);
+        uv_close((uv_handle_t *)&tick, NULL);
+        uv_run(&t->loop, UV_RUN_NOWAIT);
+        assert_true(*flag);
+}
+
+static void run_for(harness *t, uint64_t ms) {
+        uv_timer_t tick;
+        uv_timer_init(&t->loop, &tick);
+        uv_timer_start(&tick, on_tick, 5, 5);
+        uint64_t deadline = uv_hrtime() + ms * 1000000;
+        while (uv_hrtime() < deadline)
+                uv_run(&t->loop, UV_RUN_ONCE);
+        uv_close((uv_handle_t *)&tick, NULL);
+        uv_run(&t->loop, UV_RUN_NOWAIT);
+}
+
+static void make_pair(int fds[2]) {
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+}
+
+static void start_agent(harness *t, int fd, char *const *argv, uint16_t concurrency,
+                        uint32_t max_response) {
+        cvm_agent_opts opts = {
+                .argv = argv, .concurrency = concurrency, .max_response = max_response};
+        cvm_error err = {0};
+        t->agent_fd = fd;
+        assert_int_equal(cvm_agent_new(&t->loop, fd, &opts, &t->agent, &err), 0);
+}
+
+static void start_client(harness *t, int fd, const cvm_agent_client_opts *opts) {
+        cvm_error err = {0};
+        assert_int_equal(cvm_agent_client_new(&t->loop, fd, opts, &cbs, t, &t->client, &err), 0);
+}
+
+/* Agent and client connected; returns once HELLO has arrived. */
+static harness *setup(char *const *argv, uint16_t concurrency, uint32_t max_response) {
+        harness *t = calloc(1, sizeof(*t));
+        assert_int_equal(uv_loop_init(&t->loop), 0);
+        int fds[2];
+        make_pair(fds);
+        t->peer_fd = -1;
+        start_agent(t, fds[1], argv, concurrency, max_response);
+        start_client(t, fds[0], NULL);
+        run_until(t, &t->hello, 2000);
+        return t;
+}
+
+static void teardown(harness *t) {
+        cvm_agent_client_free(t->client);
+        if (t->agent) {
+                /* The agent sees the host go, kills its handlers and finishes. */
+                uint64_t deadline = uv_hrtime() + UINT64_C(3000000000);
+                while (cvm_agent_exit_status(t->agent) < 0 && uv_hrtime() < deadline)
+                        uv_run(&t->loop, UV_RUN_ONCE);
+                assert_int_equal(cvm_agent_exit_status(t->agent), 1);
+                cvm_agent_free(t->agent);
+        }
+        uv_run(&t->loop, UV_RUN_DEFAULT);
+        assert_int_equal(uv_loop_close(&t->loop), 0);
+        if (t->peer_fd >= 0)
+                close(t->peer_fd);
+        for (size_t i = 0; i < CVM_ARRAY_SIZE(t->res); i++)
+                free(t->res[i].out);
+        free(t);
+}
+
+static void invoke(harness *t, uint64_t id, uint32_t timeout_ms, const void *body, size_t len) {
+        cvm_error err = {0};
+        int r = cvm_agent_client_invoke(t->client, id, timeout_ms, body, len, on_result, t, &err);
+        if (r < 0)
+                fail_msg("invoke %llu: %s", (unsigned long long)id, err.message);
+}
+
+/* A handler argv that lives as long as the enclosing block. */
+#define SH(script) ((char *const[]){"/bin/sh", "-c", script, NULL})
+
+static void test_cat_small_and_large(void **state) {
+        (void)state;
+        char *argv[] = {"/bin/cat", NULL};
+        harness *t = setup(argv, 1, 0);
+        const cvm_agent_hello *h = cvm_agent_client_hello(t->client);
+        assert_non_null(h);
+        assert_int_equal(h->max_concurrency, 1);
+        assert_true(h->capabilities & CVM_AGENT_CAP_EXEC);
+
+        invoke(t, 0, 5000, "hello, agent", 12);
+        run_until(t, &t->res[0].done, 5000);
+        assert_int_equal(t->res[0].err_code, 0);
+        assert_int_equal(t->res[0].status, CVM_AGENT_STATUS_OK);
+        assert_int_equal(t->res[0].out_len, 12);
+        assert_memory_equal(t->res[0].out, "hello, agent", 12);
+        assert_true(t->res[0].exec_us > 0 && t->res[0].exec_us < 5000000);
+
+        /* 4 MiB through the handler and back: stdin is written while stdout is read. */
+        size_t len = 4u << 20;
+        uint8_t *big = malloc(len);
+        for (size_t i = 0; i < len; i++)
+                big[i] = (uint8_t)(i ^ (i >> 11));
+        invoke(t, 1, 20000, big, len);
+        run_until(t, &t->res[1].done, 20000);
+        assert_int_equal(t->res[1].status, CVM_AGENT_STATUS_OK);
+        assert_int_equal(t->res[1].out_len, len);
+        assert_memory_equal(t->res[1].out, big, len);
+        free(big);
+
+        /* An empty body gives the handler an immediate EOF. */
+        invoke(t, 2, 5000, NULL, 0);
+        run_until(t, &t->res[2].done, 5000);
+        assert_int_equal(t->res[2].status, CVM_AGENT_STATUS_OK);
+        assert_int_equal(t->res[2].out_len, 0);
+        assert_int_equal(cvm_agent_client_pending(t->client), 0);
+        teardown(t);
+}
+
+static void test_failures(void **state) {
+        (void)state;
+        /* One handler script acting on its input: fail by exit, by signal, or ignore stdin. */
+        harness *t = setup(SH("read mode; case $mode in "
+                              "exit) echo oops >&2; echo partial; exit 3;; "
+                              "signal) kill -TERM $$;; "
+                              "*) exit 0;; esac"),
+                           1, 0);
+        invoke(t, 0, 5000, "exit\n", 5);
+        run_until(t, &t->res[0].done, 5000);
+        assert_int_equal(t->res[0].status, CVM_AGENT_STATUS_FAILED);
+        assert_int_equal(t->res[0].exit_code, 3);
+        assert_int_equal(t->res[0].term_signal, 0);
+        assert_string_equal(t->res[0].stderr_tail, "oops\n");
+        assert_int_equal(t->res[0].out_len, 8);
+        assert_memory_equal(t->res[0].out, "partial\n", 8);
+
+        invoke(t, 1, 5000, "signal\n", 7);
+        run_until(t, &t->res[1].done, 5000);
+        assert_int_equal(t->res[1].status, CVM_AGENT_STATUS_FAILED);
+        assert_int_equal(t->res[1].exit_code, 0);
+        assert_int_equal(t->res[1].term_signal, SIGTERM);
+
+        /* The handler exits without reading 1 MiB of input: not an agent error. */
+        size_t len = 1u << 20;
+        uint8_t *big = calloc(1, len);
+        big[0] = 'x', big[1] = '\n';
+        invoke(t, 2, 5000, big, len);
+        run_until(t, &t->res[2].done, 5000);
+        assert_int_equal(t->res[2].status, CVM_AGENT_STATUS_OK);
+        free(big);
+        teardown(t);
+}
+
+static void test_spawn_error(void **state) {
+        (void)state;
+        char *argv[] = {"/nonexistent/handler", NULL};
+        harness *t = setup(argv, 1, 0);
+        invoke(t, 0, 5000, "x", 1);
+        run_until(t, &t->res[0].done, 5000);
+        assert_int_equal(t->res[0].status, CVM_AGENT_STATUS_SPAWN_ERROR);
+        assert_non_null(strstr(t->res[0].stderr_tail, "/nonexistent/handler"));
+        assert_non_null(strstr(t->res[0].stderr_tail, "no such file"));
+        teardown(t);
+}
+
+/* Live (not zombie) processes in a process group, from /proc. */
+static int live_in_group(int pgid) {
+        CVM_CLEANUP(closedirp) DIR *d = opendir("/proc");
+        int n = 0;
+        struct dirent *e;
+        while ((e = readdir(d))) {
+                char path[300], buf[512];
+                snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
+                _cleanup_fclose_ FILE *f = fopen(path, "re");
+                if (!f || !fgets(buf, sizeof(buf), f))
+                        continue;
+                char *p = strrchr(buf, ')');
+                char state;
+                int ppid, pgrp;
+                if (p && sscanf(p + 1, " %c %d %d", &state, &ppid, &pgrp) == 3 && pgrp == pgid &&
+                    state != 'Z' && state != 'X')
+                        n++;
+        }
+        return n;
+}
+
+static void test_timeout_kills_group(void **state) {
+        (void)state;
+        /* The shell prints its pid (= its process group) and leaves a background child. */
+        harness *t = setup(SH("echo $$ >&2; sleep 10 & sleep 10; wait"), 1, 0);
+        uint64_t start = uv_hrtime();
+        invoke(t, 0, 200, NULL, 0);
+        run_until(t, &t->res[0].done, 5000);
+        uint64_t took_ms = (t->res[0].at_ns - start) / 1000000;
+        assert_int_equal(t->res[0].status, CVM_AGENT_STATUS_TIMEOUT);
+        assert_true(took_ms >= 200 && took_ms < 2000);
+        assert_int_equal(t->res[0].out_len, 0);
+        int pgid = atoi(t->res[0].stderr_tail);
+        assert_true(pgid > 1);
+        uint64_t deadline = uv_hrtime() + UINT64_C(2000000000);
+        while (live_in_group(pgid) > 0 && uv_hrtime() < deadline)
+                usleep(10000);
+        assert_int_equal(live_in_group(pgid), 0);
+        teardown(t);
+}
+
+static void test_busy(void **state) {
+        (void)state;
+        harness *t = setup(SH("sleep 0.3; cat"), 1, 0);
+        invoke(t, 0, 5000, "first", 5);
+        invoke(t, 1, 5000, "second", 6);
+        run_until(t, &t->res[1].done, 5000);
+        assert_int_equal(t->res[1].status, CVM_AGENT_STATUS_BUSY);
+        assert_false(t->res[0].done);
+        run_until(t, &t->res[0].done, 5000);
+        assert_int_equal(t->res[0].status, CVM_AGENT_STATUS_OK);
+        assert_memory_equal(t->res[0].out, "first", 5);
+        /* The slot is free again. */
+        invoke(t, 2, 5000, "third", 5);
+        run_until(t, &t->res[2].done, 5000);
+        assert_int_equal(t->res[2].status, CVM_AGENT_STATUS_OK);
+        teardown(t);
+}
+
+static void test_response_too_large(void **state) {
+        (void)state;
+        /* yes never stops on its own: the limit must kill it. */
+        char *argv[] = {"yes", NULL};
+        harness *t = setup(argv, 1, 1000);
+        assert_int_equal(cvm_agent_client_hello(t->client)->max_response, 1000);
+        invoke(t, 0, 10000, NULL, 0);
+        run_until(t, &t->res[0].done, 5000);
+        assert_int_equal(t->res[0].status, CVM_AGENT_STATUS_TOO_LARGE);
+        assert_int_equal(t->res[0].out_len, 0);
+        teardown(t);
+}
+
+static void test_agent_dies_mid_invocation(void **state) {
+        (void)state;
+        harness *t = setup(SH("exec sleep 10"), 2, 0);
+        invoke(t, 0, 20000, NULL, 0);
+        invoke(t, 1, 20000, NULL, 0);
+        run_for(t, 100);
+        assert_int_equal(cvm_agent_client_pending(t->client), 2);
+        /* The connection breaks as if the agent's VM died. */
+        assert_int_equal(shutdown(t->agent_fd, SHUT_RDWR), 0);
+        run_until(t, &t->closed, 5000);
+        assert_int_equal(t->closed_err.code, -ECONNRESET);
+        for (int i = 0; i < 2; i++) {
+                assert_true(t->res[i].done);
+                assert_int_equal(t->res[i].err_code, -ECONNRESET);
+        }
+        assert_int_equal(cvm_agent_client_pending(t->client), 0);
+        cvm_error err = {0};
+        assert_int_equal(cvm_agent_client_invoke(t->client, 3, 100, "", 0, on_result, t, &err),
+                         -ENOTCONN);
+        teardown(t);
+}
+
+static void test_shutdown(void **state) {
+        (void)state;
+        harness *t = setup(SH("exec sleep 10"), 1, 0);
+        invoke(t, 0, 20000, NULL, 0);
+        run_for(t, 50);
+        uint64_t start = uv_hrtime();
+        assert_int_equal(cvm_agent_client_shutdown(t->client, NULL), 0);
+        cvm_error err = {0};
+        assert_int_equal(cvm_agent_client_invoke(t->client, 1, 100, "", 0, on_result, t, &err),
+                         -ESHUTDOWN);
+        run_until(t, &t->closed, 5000);
+        assert_true(uv_hrtime() - start < UINT64_C(2000000000));
+        assert_int_equal(t->closed_err.code, 0);
+        assert_int_equal(t->res[0].err_code, -ECANCELED);
+        uint64_t deadline = uv_hrtime() + UINT64_C(2000000000);
+        while (cvm_agent_exit_status(t->agent) < 0 && uv_hrtime() < deadline)
+                uv_run(&t->loop, UV_RUN_ONCE);
+        assert_int_equal(cvm_agent_exit_status(t->agent), 0);
+        cvm_agent_free(t->agent);
+        t->agent = NULL;
+        teardown(t);
+}
+
+static void test_heartbeat(void **state) {
+        (void)state;
+        /* A live agent answers every PING. */
+        char *argv[] = {"/bin/cat", NULL};
+        harness *t = calloc(1, sizeof(*t));
+        assert_int_equal(uv_loop_init(&t->loop), 0);
+        int fds[2];
+        make_pair(fds);
+        t->peer_fd = -1;
+        start_agent(t, fds[1], argv, 1, 0);
+        cvm_agent_client_opts opts = {.heartbeat_interval_ms = 20, .heartbeat_misses = 2};
+        start_client(t, fds[0], &opts);
+        run_for(t, 300);
+        assert_true(t->hello);
+        assert_false(t->closed);
+        teardown(t);
+
+        /* A peer that says HELLO and then nothing is declared dead. */
+        t = calloc(1, sizeof(*t));
+        assert_int_equal(uv_loop_init(&t->loop), 0);
+        make_pair(fds);
+        t->peer_fd = fds[1];
+        start_client(t, fds[0], &opts);
+        cvm_agent_hello h = {.proto_version = 1,
+                             .max_concurrency = 1,
+                             .max_request = 100,
+                             .agent_version = "fake"};
+        cvm_agent_msg m;
+        assert_int_equal(cvm_agent_encode_hello(&h, &m, NULL), 0);
+        assert_int_equal(write(t->peer_fd, m.head, m.head_len), (ssize_t)m.head_len);
+        run_until(t, &t->closed, 2000);
+        assert_true(t->hello);
+        assert_int_equal(t->closed_err.code, -ETIMEDOUT);
+        assert_non_null(strstr(t->closed_err.message, "heartbeat"));
+        teardown(t);
+}
+
+/* A raw "agent" sends bytes to a fresh client; returns how the client closed. */
+static int client_sees(const void *bytes, size_t len, bool with_hello, char *message,
+                       size_t message_size) {
+        harness *t = calloc(1, sizeof(*t));
+        assert_int_equal(uv_loop_init(&t->loop), 0);
+        int fds[2];
+        make_pair(fds);
+        t->peer_fd = fds[1];
+        start_client(t, fds[0], NULL);
+        if (with_hello) {
+                cvm_agent_hello h = {.proto_version = 1,
+                                     .max_concurrency = 1,
+                                     .max_request = 100,
+                                     .max_response = 100,
+                                     .agent_version = "fake"};
+                cvm_agent_msg m;
+                assert_int_equal(cvm_agent_encode_hello(&h, &m, NULL), 0);
+                assert_int_equal(write(t->peer_fd, m.head, m.head_len), (ssize_t)m.head_len);
+                run_until(t, &t->hello, 2000);
+                /* One invocation in flight, so RESULT 0 is expected and others are not. */
+                invoke(t, 0, 1000, "x", 1);
+        }
+        assert_int_equal(write(t->peer_fd, bytes, len), (ssize_t)len);
+        run_until(t, &t->closed, 2000);
+        int code = t->closed_err.code;
+        snprintf(message, message_size, "%s", t->closed_err.message);
+        if (with_hello) {
+                /* The pending invocation learned of the failure too. */
+                assert_true(t->res[0].done);
+                assert_int_equal(t->res[0].err_code, code);
+        }
+        teardown(t);
+        return code;
+}
+
+static void test_client_rejects_bad_agent(void **state) {
+        (void)state;
+        char msg[CVM_ERROR_MESSAGE_MAX];
+        uint8_t buf[256];
+        cvm_agent_msg m;
+
+        assert_int_equal(client_sees("GARBAGE GARBAGE GARBAGE", 23, false, msg, sizeof(msg)),
+                         -EPROTO);
+        assert_non_null(strstr(msg, "magic"));
+
+        cvm_agent_encode_empty(CVM_AGENT_MSG_PONG, 1, &m);
+        assert_int_equal(client_sees(m.head, m.head_len, false, msg, sizeof(msg)), -EPROTO);
+        assert_non_null(strstr(msg, "PONG before HELLO"));
+
+        cvm_agent_hello h = {.proto_version = 2,
+                             .max_concurrency = 1,
+                             .max_request = 100,
+                             .agent_version = "future"};
+        assert_int_equal(cvm_agent_encode_hello(&h, &m, NULL), 0);
+        assert_int_equal(client_sees(m.head, m.head_len, false, msg, sizeof(msg)), -EPROTO);
+        assert_non_null(strstr(msg, "protocol version 2"));
+
+        h.proto_version = 1;
+        h.max_response = 9u << 20; /* Results could not fit in the host's 8 MiB frames. */
+        assert_int_equal(cvm_agent_encode_hello(&h, &m, NULL), 0);
+        assert_int_equal(client_sees(m.head, m.head_len, false, msg, sizeof(msg)), -EMSGSIZE);
+
+        h.max_response = 100;
+        assert_int_equal(cvm_agent_encode_hello(&h, &m, NULL), 0);
+        assert_int_equal(client_sees(m.head, m.head_len, true, msg, sizeof(msg)), -EPROTO);
+        assert_non_null(strstr(msg, "second HELLO"));
+
+        cvm_agent_result r = {.status = CVM_AGENT_STATUS_OK};
+        assert_int_equal(cvm_agent_encode_result(77, &r, &m, NULL), 0);
+        assert_int_equal(client_sees(m.head, m.head_len, true, msg, sizeof(msg)), -EPROTO);
+        assert_non_null(strstr(msg, "unknown invocation 77"));
+
+        /* RESULT 0 with output beyond what the agent announced. */
+        uint8_t out[101] = {0};
+        r.output = out;
+        r.output_len = sizeof(out);
+        assert_int_equal(cvm_agent_encode_result(0, &r, &m, NULL), 0);
+        size_t n = m.head_len;
+        memcpy(buf, m.head, n);
+        memcpy(buf + n, out, sizeof(out));
+        assert_int_equal(client_sees(buf, n + sizeof(out), true, msg, sizeof(msg)), -EPROTO);
+
+        cvm_agent_encode_empty(CVM_AGENT_MSG_PONG, 1, &m);
+        assert_int_equal(client_sees(m.head, m.head_len, true, msg, sizeof(msg)), -EPROTO);
+        assert_non_null(strstr(msg, "answers no PING"));
+
+        cvm_agent_encode_empty(CVM_AGENT_MSG_SHUTDOWN, 0, &m);
+        assert_int_equal(client_sees(m.head, m.head_len, true, msg, sizeof(msg)), -EPROTO);
+
+        assert_int_equal(cvm_agent_encode_invoke(1, 10, NULL, 0, &m, NULL), 0);
+        assert_int_equal(client_sees(m.head, m.head_len, true, msg, sizeof(msg)), -EPROTO);
+        assert_non_null(strstr(msg, "unexpected INVOKE"));
+
+        /* A header announcing 1 GiB is refused before anything is allocated. */
+        cvm_agent_encode_empty(CVM_AGENT_MSG_RESULT, 0, &m);
+        m.head[19] = 0x40;
+        assert_int_equal(client_sees(m.head, m.head_len, true, msg, sizeof(msg)), -EMSGSIZE);
+}
+
+/* Reads one frame written by the agent to the raw host end. */
+static void read_frame(harness *t, cvm_agent_decoder *d, cvm_agent_frame *f) {
+        uint8_t buf[256];
+        uint64_t deadline = uv_hrtime() + UINT64_C(2000000000);
+        while (uv_hrtime() < deadline) {
+                uv_run(&t->loop, UV_RUN_NOWAIT);
+                ssize_t n = recv(t->peer_fd, buf, sizeof(buf), MSG_DONTWAIT);
+                if (n <= 0) {
+                        usleep(1000);
+                        continue;
+                }
+                size_t used;
+                /* Frames here are small and written whole. */
+                assert_int_equal(cvm_agent_decoder_feed(d, buf, (size_t)n, &used, f, NULL), 1);
+                assert_int_equal(used, (size_t)n);
+                return;
+        }
+        fail_msg("no frame from the agent");
+}
+
+/* A raw "host" talks to a fresh agent; returns the agent's exit status. */
+static int agent_sees(const void *bytes, size_t len) {
+        char *argv[] = {"/bin/cat", NULL};
+        harness *t = calloc(1, sizeof(*t));
+        assert_int_equal(uv_loop_init(&t->loop), 0);
+        int fds[2];
+        make_pair(fds);
+        t->peer_fd = fds[0];
+        start_agent(t, fds[1], argv, 1, 0);
+        cvm_agent_decoder d;
+        cvm_agent_decoder_init(&d, 0);
+        cvm_agent_frame f;
+        read_frame(t, &d, &f);
+        assert_int_equal(f.type, CVM_AGENT_MSG_HELLO);
+
+        /* The agent answers a PING with its id. */
+        cvm_agent_msg m;
+        cvm_agent_encode_empty(CVM_AGENT_MSG_PING, 31, &m);
+        assert_int_equal(write(t->peer_fd, m.head, m.head_len), (ssize_t)m.head_len);
+        read_frame(t, &d, &f);
+        assert_int_equal(f.type, CVM_AGENT_MSG_PONG);
+        assert_int_equal(f.id, 31);
+        cvm_agent_decoder_release(&d);
+
+        assert_int_equal(write(t->peer_fd, bytes, len), (ssize_t)len);
+        uint64_t deadline = uv_hrtime() + UINT64_C(2000000000);
+        while (cvm_agent_exit_status(t->agent) < 0 && uv_hrtime() < deadline)
+                uv_run(&t->loop, UV_RUN_ONCE);
+        int status = cvm_agent_exit_status(t->agent);
+        cvm_agent_free(t->agent);
+        t->agent = NULL;
+        teardown(t);
+        return status;
+}
+
+static void test_agent_rejects_bad_host(void **state) {
+        (void)state;
+        cvm_agent_msg m;
+        assert_int_equal(agent_sees("NOT A FRAME AT ALL!!!!", 22), 1);
+        cvm_agent_result r = {.status = CVM_AGENT_STATUS_OK};
+        assert_int_equal(cvm_agent_encode_result(1, &r, &m, NULL), 0);
+        assert_int_equal(agent_sees(m.head, m.head_len), 1);
+        cvm_agent_encode_empty(CVM_AGENT_MSG_PONG, 1, &m);
+        assert_int_equal(agent_sees(m.head, m.head_len), 1);
+        assert_int_equal(cvm_agent_encode_invoke(1, 10, NULL, 0, &m, NULL), 0);
+        m.head[CVM_AGENT_HEADER_SIZE] = 0; /* Timeout 0. */
+        assert_int_equal(agent_sees(m.head, m.head_len), 1);
+        cvm_agent_encode_empty(CVM_AGENT_MSG_INVOKE, 1, &m);
+        m.head[19] = 0x7f; /* ~2 GiB. */
+        assert_int_equal(agent_sees(m.head, m.head_len), 1);
+        /* A clean SHUTDOWN is acknowledged and exits 0. */
+        cvm_agent_encode_empty(CVM_AGENT_MSG_SHUTDOWN, 5, &m);
+        assert_int_equal(agent_sees(m.head, m.head_len), 0);
+}
+
+static void test_free_from_callback(void **state) {
+        (void)state;
+        harness *t = setup(SH("exec cat"), 2, 0);
+        t->free_in_callback = true;
+        invoke(t, 0, 5000, "a", 1);
+        invoke(t, 1, 5000, "b", 1);
+        run_for(t, 500);
+        /* The first result frees the client; nothing is reported after that. */
+        assert_null(t->client);
+        assert_int_equal(t->res[0].done + t->res[1].done, 1);
+        assert_false(t->closed);
+        teardown(t);
+}
+
+int main(void) {
+        /* A dropped peer must surface as a write error, not kill the test. */
+        signal(SIGPIPE, SIG_IGN);
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_cat_small_and_large),
+                cmocka_unit_test(test_failures),
+                cmocka_unit_test(test_spawn_error),
+                cmocka_unit_test(test_timeout_kills_group),
+                cmocka_unit_test(test_busy),
+                cmocka_unit_test(test_response_too_large),
+                cmocka_unit_test(test_agent_dies_mid_invocation),
+                cmocka_unit_test(test_shutdown),
+                cmocka_unit_test(test_heartbeat),
+                cmocka_unit_test(test_client_rejects_bad_agent),
+                cmocka_unit_test(test_agent_rejects_bad_host),
+                cmocka_unit_test(test_free_from_callback),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
