@@ -110,9 +110,8 @@ static int transport_error(cvmctl_client *c, CURLcode rc, long os_errno, cvm_err
                              curl_easy_strerror(rc));
 }
 
-int cvmctl_request(cvmctl_client *c, const char *method, const char *path,
-                   const char *content_type, const void *body, size_t len, cvmctl_response *ret,
-                   cvm_error *err) {
+int cvmctl_request(cvmctl_client *c, const char *method, const char *path, const char *content_type,
+                   const void *body, size_t len, cvmctl_response *ret, cvm_error *err) {
         _cleanup_free_ char *url = NULL;
         if (asprintf(&url, "%s%s", c->base_url, path) < 0)
                 return cvm_error_set(err, -ENOMEM, "out of memory");
@@ -149,8 +148,7 @@ int cvmctl_request(cvmctl_client *c, const char *method, const char *path,
                 curl_easy_getinfo(h, CURLINFO_OS_ERRNO, &os_errno);
                 free(s.buf);
                 if (s.too_large)
-                        return cvm_error_set(err, -EMSGSIZE,
-                                             "the response is larger than %u bytes",
+                        return cvm_error_set(err, -EMSGSIZE, "the response is larger than %u bytes",
                                              MAX_RESPONSE_BYTES);
                 return transport_error(c, rc, os_errno, err);
         }
@@ -199,8 +197,8 @@ int cvmctl_request_json(cvmctl_client *c, const char *method, const char *path, 
                         cvm_error_prefix(err, "HTTP %ld: ", resp.status);
                 json_decref(doc);
         } else if (!doc) {
-                r = cvm_error_set(err, -EPROTO, "the daemon's answer to %s %s is not JSON",
-                                  method, path);
+                r = cvm_error_set(err, -EPROTO, "the daemon's answer to %s %s is not JSON", method,
+                                  path);
         } else {
                 *ret = doc;
         }

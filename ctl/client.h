@@ -23,9 +23,8 @@ const char *cvmctl_client_target(const cvmctl_client *c);
 
 /* One request. A transport failure is an error with a one-line reason
  * ("cvmd is not running: ..."); any HTTP status is a success here. */
-int cvmctl_request(cvmctl_client *c, const char *method, const char *path,
-                   const char *content_type, const void *body, size_t len, cvmctl_response *ret,
-                   cvm_error *err);
+int cvmctl_request(cvmctl_client *c, const char *method, const char *path, const char *content_type,
+                   const void *body, size_t len, cvmctl_response *ret, cvm_error *err);
 void cvmctl_response_done(cvmctl_response *r);
 
 /* A request whose answer is JSON. A status >= 400 becomes an error carrying

@@ -45,8 +45,8 @@ int cvmctl_no_args(const cvmctl_command *cmd, int argc, char **argv) {
                         printf("Usage: cvmctl %s\n%s\n", cmd->usage, cmd->summary);
                         return CVMCTL_EXIT_OK;
                 }
-                fprintf(stderr, "cvmctl %s: unexpected argument %s\nUsage: cvmctl %s\n",
-                        cmd->name, CVM_QUOTE(argv[i]), cmd->usage);
+                fprintf(stderr, "cvmctl %s: unexpected argument %s\nUsage: cvmctl %s\n", cmd->name,
+                        CVM_QUOTE(argv[i]), cmd->usage);
                 return CVMCTL_EXIT_USAGE;
         }
         return -1;
@@ -59,12 +59,9 @@ void cvmctl_print_json(json_t *doc) {
 
 int main(int argc, char **argv) {
         static const struct option opts[] = {
-                {"socket", required_argument, NULL, 's'},
-                {"url", required_argument, NULL, 'u'},
-                {"json", no_argument, NULL, 'j'},
-                {"help", no_argument, NULL, 'h'},
-                {"version", no_argument, NULL, 'V'},
-                {0},
+                {"socket", required_argument, NULL, 's'}, {"url", required_argument, NULL, 'u'},
+                {"json", no_argument, NULL, 'j'},         {"help", no_argument, NULL, 'h'},
+                {"version", no_argument, NULL, 'V'},      {0},
         };
         const char *socket_path = NULL, *url = NULL;
         cvmctl ctl = {0};

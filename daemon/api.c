@@ -37,8 +37,8 @@ static void api_health(cvm_http_req *req, void *userdata) {
                 (double)((uv_hrtime() - d->started_ns) / 1000000) / 1e3, "store", "queued",
                 (json_int_t)st.queued, "capacity", (json_int_t)st.capacity, "written",
                 (json_int_t)st.written, "failed", (json_int_t)st.failed, "dropped",
-                (json_int_t)st.dropped, "schema_version", st.schema_version, "http",
-                "in_flight", (json_int_t)cvm_http_server_pending(d->http), "warnings", warnings);
+                (json_int_t)st.dropped, "schema_version", st.schema_version, "http", "in_flight",
+                (json_int_t)cvm_http_server_pending(d->http), "warnings", warnings);
         cvm_http_reply_json(req, running ? 200 : 503, body);
 }
 
@@ -54,9 +54,9 @@ static void api_version(cvm_http_req *req, void *userdata) {
 
 static void api_get_log_level(cvm_http_req *req, void *userdata) {
         (void)userdata;
-        cvm_http_reply_json(req, 200,
-                            json_pack("{s:s}", "level",
-                                      cvm_log_level_to_string(cvm_log_get_level())));
+        cvm_http_reply_json(
+                req, 200,
+                json_pack("{s:s}", "level", cvm_log_level_to_string(cvm_log_get_level())));
 }
 
 static void api_put_log_level(cvm_http_req *req, void *userdata) {

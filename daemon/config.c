@@ -92,8 +92,7 @@ int cvm_config_validate_listen(const char *addr, cvm_error *err) {
                                      "listen address %s: expected tcp:HOST:PORT (port 0-65535)",
                                      CVM_QUOTE(addr));
         }
-        return cvm_error_set(err, -EINVAL,
-                             "listen address %s: expected unix:PATH or tcp:HOST:PORT",
+        return cvm_error_set(err, -EINVAL, "listen address %s: expected unix:PATH or tcp:HOST:PORT",
                              CVM_QUOTE(addr));
 }
 
@@ -127,10 +126,9 @@ int cvm_config_set_string(char **field, const char *value, cvm_error *err) {
         return 0;
 }
 
-static const char *const top_fields[] = {"listen",        "state_dir",    "db",
-                                         "host",          "log_level",    "socket_mode",
-                                         "http",          "shutdown_grace_ms", "store",
-                                         "psp",           "sim",          "libvirt",
+static const char *const top_fields[] = {"listen",    "state_dir",   "db",   "host",
+                                         "log_level", "socket_mode", "http", "shutdown_grace_ms",
+                                         "store",     "psp",         "sim",  "libvirt",
                                          NULL};
 static const char *const http_fields[] = {"max_body_bytes", "max_connections",
                                           "connection_timeout_s", NULL};
@@ -219,8 +217,8 @@ int cvm_config_apply_json(cvm_config *cfg, json_t *obj, cvm_error *err) {
                         return r;
                 n.http.max_connections = (uint32_t)i;
                 i = n.http.connection_timeout_s;
-                if ((r = cvm_json_get_int(sub, "http", "connection_timeout_s", false, 1, 86400,
-                                          &i, err)) < 0)
+                if ((r = cvm_json_get_int(sub, "http", "connection_timeout_s", false, 1, 86400, &i,
+                                          err)) < 0)
                         return r;
                 n.http.connection_timeout_s = (uint32_t)i;
         }
@@ -235,8 +233,7 @@ int cvm_config_apply_json(cvm_config *cfg, json_t *obj, cvm_error *err) {
                         return r;
                 n.store.queue_capacity = (uint32_t)i;
                 i = n.store.batch_max;
-                if ((r = cvm_json_get_int(sub, "store", "batch_max", false, 1, 65536, &i, err)) <
-                    0)
+                if ((r = cvm_json_get_int(sub, "store", "batch_max", false, 1, 65536, &i, err)) < 0)
                         return r;
                 n.store.batch_max = (uint32_t)i;
         }
@@ -316,8 +313,8 @@ json_t *cvm_config_to_json(const cvm_config *cfg) {
         json_t *o = json_pack(
                 "{s:o, s:s, s:s?, s:s, s:s, s:s, s:{s:I, s:i, s:i}, s:i, s:{s:i, s:i}}", "listen",
                 listen, "state_dir", cfg->state_dir, "db", db, "host", cfg->host, "log_level",
-                cvm_log_level_to_string(cfg->log_level), "socket_mode", mode,
-                "http", "max_body_bytes", (json_int_t)cfg->http.max_body_bytes, "max_connections",
+                cvm_log_level_to_string(cfg->log_level), "socket_mode", mode, "http",
+                "max_body_bytes", (json_int_t)cfg->http.max_body_bytes, "max_connections",
                 (int)cfg->http.max_connections, "connection_timeout_s",
                 (int)cfg->http.connection_timeout_s, "shutdown_grace_ms",
                 (int)cfg->shutdown_grace_ms, "store", "queue_capacity",

@@ -176,8 +176,8 @@ static void req_set_response(cvm_http_req *req, unsigned status, struct MHD_Resp
         }
 }
 
-void cvm_http_reply(cvm_http_req *req, unsigned status, const char *content_type,
-                    const void *data, size_t len) {
+void cvm_http_reply(cvm_http_req *req, unsigned status, const char *content_type, const void *data,
+                    size_t len) {
         if (req->response) {
                 log_error("second reply to %s %s ignored", req->method, CVM_QUOTE(req->path));
                 return;
@@ -507,8 +507,7 @@ static void listener_run(listener *l) {
                 uv_timer_stop(&l->timer);
 }
 
-__attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt,
-                                                          va_list ap) {
+__attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap) {
         (void)cls;
         char msg[512];
         vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -551,11 +550,10 @@ int cvm_http_server_listen_fd(cvm_http_server *srv, int fd, const char *name, cv
         l->srv = srv;
         l->mhd = MHD_start_daemon(
                 MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL,
-                on_access, l, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-                MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT,
-                (unsigned)srv->limits.max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-                (unsigned)srv->limits.connection_timeout_s, MHD_OPTION_NOTIFY_COMPLETED,
-                on_completed, srv, MHD_OPTION_END);
+                on_access, l, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET,
+                fd, MHD_OPTION_CONNECTION_LIMIT, (unsigned)srv->limits.max_connections,
+                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)srv->limits.connection_timeout_s,
+                MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_END);
         if (!l->mhd) {
                 close(fd);
                 free(l->name);

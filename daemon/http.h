@@ -66,8 +66,8 @@ void cvm_http_req_set_cancel(cvm_http_req *req, cvm_http_cancel_cb cb, void *use
 
 /* Replying: exactly once per request. Headers must be added before. */
 int cvm_http_req_add_header(cvm_http_req *req, const char *name, const char *value);
-void cvm_http_reply(cvm_http_req *req, unsigned status, const char *content_type,
-                    const void *data, size_t len);
+void cvm_http_reply(cvm_http_req *req, unsigned status, const char *content_type, const void *data,
+                    size_t len);
 /* Steals the reference to body. */
 void cvm_http_reply_json(cvm_http_req *req, unsigned status, json_t *body);
 void cvm_http_reply_error(cvm_http_req *req, unsigned status, const char *code, const char *fmt,

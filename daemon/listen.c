@@ -83,8 +83,8 @@ static int open_tcp(const char *hostport, int *ret_fd, cvm_error *err) {
                                      CVM_QUOTE(hostport), gai_strerror(g));
         int r = -EADDRNOTAVAIL, e = 0;
         for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-                _cleanup_close_ int fd = socket(ai->ai_family,
-                                                ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+                _cleanup_close_ int fd =
+                        socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
                 if (fd < 0) {
                         e = errno;
                         continue;
@@ -120,8 +120,10 @@ int cvm_listen_systemd(int *fds, int max, cvm_error *err) {
         if (n < 0)
                 return cvm_error_set_errno(err, n, "sd_listen_fds");
         if (n > max)
-                return cvm_error_set(err, -E2BIG, "systemd passed %d sockets; at most %d are "
-                                                  "supported", n, max);
+                return cvm_error_set(err, -E2BIG,
+                                     "systemd passed %d sockets; at most %d are "
+                                     "supported",
+                                     n, max);
         for (int i = 0; i < n; i++) {
                 int fd = SD_LISTEN_FDS_START + i;
                 if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0)

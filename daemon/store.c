@@ -286,8 +286,7 @@ int cvm_store_open(uv_loop_t *loop, const cvm_store_options *opts, cvm_store **r
         }
         /* The writer thread owns the connection after open; FULLMUTEX is not needed. */
         int rc = sqlite3_open_v2(opts->path, &s->db,
-                                 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                                         SQLITE_OPEN_NOMUTEX,
+                                 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                                  NULL);
         if (rc != SQLITE_OK) {
                 r = sqlite_error(err, s->db, "cannot open", opts->path);
@@ -297,8 +296,9 @@ int cvm_store_open(uv_loop_t *loop, const cvm_store_options *opts, cvm_store **r
         sqlite3_extended_result_codes(s->db, 1);
         if ((r = check_integrity(s->db, opts->path, err)) < 0)
                 goto fail;
-        if ((r = exec_sql(s->db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
-                                 " PRAGMA foreign_keys = ON;",
+        if ((r = exec_sql(s->db,
+                          "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
+                          " PRAGMA foreign_keys = ON;",
                           opts->path, err)) < 0)
                 goto fail;
         if ((r = migrate(s->db, opts->path, err)) < 0)

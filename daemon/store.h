@@ -55,7 +55,7 @@ typedef struct cvm_store_options {
 } cvm_store_options;
 
 typedef struct cvm_store_stats {
-        uint64_t queued;  /* Writes waiting now. */
+        uint64_t queued; /* Writes waiting now. */
         uint64_t capacity;
         uint64_t written; /* Writes committed. */
         uint64_t failed;  /* Writes SQLite refused. */
@@ -66,15 +66,14 @@ typedef struct cvm_store_stats {
 
 /* Opens (creating if needed) the database, migrates it, checks its integrity
  * and starts the writer thread. Refuses a corrupt file or a newer schema. */
-int cvm_store_open(uv_loop_t *loop, const cvm_store_options *opts, cvm_store **ret,
-                   cvm_error *err);
+int cvm_store_open(uv_loop_t *loop, const cvm_store_options *opts, cvm_store **ret, cvm_error *err);
 /* Drains every queued write, stops the writer and closes; NULL-safe.
  * Pending completions run before it returns. */
 void cvm_store_close(cvm_store *store);
 
 /* Queues a write. Returns -EAGAIN (and counts a drop) if the queue is full. */
-int cvm_store_write(cvm_store *store, cvm_store_stmt stmt, const cvm_store_val *vals,
-                    size_t n_vals, cvm_store_done_cb cb, void *userdata);
+int cvm_store_write(cvm_store *store, cvm_store_stmt stmt, const cvm_store_val *vals, size_t n_vals,
+                    cvm_store_done_cb cb, void *userdata);
 /* Waits until every write queued so far is committed (shutdown, tests). */
 void cvm_store_flush(cvm_store *store);
 

@@ -108,8 +108,8 @@ int cvm_json_get_bool(json_t *obj, const char *path, const char *key, bool requi
         return 0;
 }
 
-int cvm_json_get_object(json_t *obj, const char *path, const char *key, bool required,
-                        json_t **ret, cvm_error *err) {
+int cvm_json_get_object(json_t *obj, const char *path, const char *key, bool required, json_t **ret,
+                        cvm_error *err) {
         json_t *v;
         *ret = NULL;
         int r = lookup(obj, path, key, required, &v, err);

@@ -27,8 +27,8 @@ int cvm_json_get_int(json_t *obj, const char *path, const char *key, bool requir
 int cvm_json_get_bool(json_t *obj, const char *path, const char *key, bool required, bool *ret,
                       cvm_error *err);
 /* An object member (or NULL when absent and not required). */
-int cvm_json_get_object(json_t *obj, const char *path, const char *key, bool required,
-                        json_t **ret, cvm_error *err);
+int cvm_json_get_object(json_t *obj, const char *path, const char *key, bool required, json_t **ret,
+                        cvm_error *err);
 
 /* Builds "PATH.KEY" (or "KEY" for an empty path) into buf. */
 const char *cvm_json_field_name(char *buf, size_t size, const char *path, const char *key);

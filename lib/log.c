@@ -75,9 +75,9 @@ void cvm_logv(cvm_log_level level, const char *fmt, va_list ap) {
                 clock_gettime(CLOCK_REALTIME, &ts);
                 gmtime_r(&ts.tv_sec, &tm);
                 n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
-                n += (size_t)snprintf(line + n, sizeof(line) - n, ".%03ldZ %s[%d] %s: ",
-                                      ts.tv_nsec / 1000000, log_ident, (int)getpid(),
-                                      cvm_log_level_to_string(level));
+                n += (size_t)snprintf(line + n, sizeof(line) - n,
+                                      ".%03ldZ %s[%d] %s: ", ts.tv_nsec / 1000000, log_ident,
+                                      (int)getpid(), cvm_log_level_to_string(level));
         }
         int m = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
         if (m < 0)

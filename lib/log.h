@@ -21,7 +21,8 @@ int cvm_log_level_from_string(const char *s, cvm_log_level *ret);
 const char *cvm_log_level_to_string(cvm_log_level level);
 
 void cvm_log(cvm_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void cvm_logv(cvm_log_level level, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+void cvm_logv(cvm_log_level level, const char *fmt, va_list ap)
+        __attribute__((format(printf, 2, 0)));
 
 #define log_error(...) cvm_log(CVM_LOG_ERROR, __VA_ARGS__)
 #define log_warn(...) cvm_log(CVM_LOG_WARN, __VA_ARGS__)

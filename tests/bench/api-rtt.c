@@ -53,7 +53,8 @@ int main(int argc, char **argv) {
         }
         double secs = (double)(now_ns() - start) / 1e9;
         qsort(lat, (size_t)n, sizeof(*lat), cmp_u64);
-        printf("api-rtt: GET /v1/health, 1 keep-alive connection over a Unix socket, %ld requests\n",
+        printf("api-rtt: GET /v1/health, 1 keep-alive connection over a Unix socket, %ld "
+               "requests\n",
                n);
         printf("  throughput  %.0f req/s\n", (double)n / secs);
         printf("  latency     p50 %.1f us   p90 %.1f us   p99 %.1f us   max %.1f us\n",

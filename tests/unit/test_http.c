@@ -184,8 +184,8 @@ static void test_http_end_to_end(void **state) {
         uv_timer_init(&c.loop, &poll);
         poll.data = &c;
         uv_timer_start(&poll, on_poll_never, 10, 10);
-        cvm_http_limits lim = {.max_body_bytes = 1024 + 16, .max_connections = 8,
-                               .connection_timeout_s = 5};
+        cvm_http_limits lim = {
+                .max_body_bytes = 1024 + 16, .max_connections = 8, .connection_timeout_s = 5};
         cvm_error err = {0};
         assert_int_equal(cvm_http_server_new(&c.loop, routes, 5, &c, &lim, &c.srv, &err), 0);
         int fd;

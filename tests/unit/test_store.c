@@ -174,8 +174,7 @@ static void test_refuses_corrupt_and_newer(void **state) {
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_write_and_complete_on_loop, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_full_queue_drops_are_counted, setup,
-                                                teardown),
+                cmocka_unit_test_setup_teardown(test_full_queue_drops_are_counted, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_close_drains_queue, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_refuses_corrupt_and_newer, setup, teardown),
         };
