@@ -26,6 +26,7 @@ CLANG_FORMAT ?= clang-format
 # Debian packages the build and the tests need; `make deps` installs those missing.
 DEB_PACKAGES := gcc make pkg-config libuv1-dev libmicrohttpd-dev libsqlite3-dev libjansson-dev \
 	libsystemd-dev libssl-dev libcurl4-openssl-dev libcmocka-dev sqlite3 curl systemd util-linux \
+	python3 \
 	ovmf
 
 PKGS_DAEMON := libuv libmicrohttpd sqlite3 jansson libsystemd libcrypto

@@ -103,6 +103,10 @@ int cvm_config_set_listen(cvm_config *cfg, char *const *addrs, size_t n, cvm_err
         char *copies[CVM_CONFIG_MAX_LISTEN] = {0};
         for (size_t i = 0; i < n; i++) {
                 int r = cvm_config_validate_listen(addrs[i], err);
+                for (size_t j = 0; r >= 0 && j < i; j++)
+                        if (strcmp(addrs[i], addrs[j]) == 0)
+                                r = cvm_error_set(err, -EINVAL, "listen address %s is given twice",
+                                                  CVM_QUOTE(addrs[i]));
                 if (r >= 0 && !(copies[i] = strdup(addrs[i])))
                         r = cvm_error_set(err, -ENOMEM, "out of memory");
                 if (r < 0) {
@@ -166,6 +170,12 @@ int cvm_config_apply_json(cvm_config *cfg, json_t *obj, cvm_error *err) {
                                 return cvm_error_prefix(err, "field 'listen[%zu]': ", k);
                         addrs[n_addrs++] = (char *)json_string_value(v);
                 }
+                /* A dry run catches duplicates before anything is committed. */
+                cvm_config probe = {0};
+                r = cvm_config_set_listen(&probe, addrs, n_addrs, err);
+                free_listen(&probe);
+                if (r < 0)
+                        return cvm_error_prefix(err, "field 'listen': ");
         }
         const char *state_dir = NULL, *db = NULL, *host = NULL;
         if ((r = cvm_json_get_string(obj, "", "state_dir", false, &state_dir, err)) < 0 ||

@@ -86,6 +86,8 @@ static void test_errors_name_the_field_and_change_nothing(void **state) {
                 {"{\"listen\": \"unix:/x\"}", "field 'listen' must be an array of strings"},
                 {"{\"listen\": [\"udp:1\"]}", "field 'listen[0]': listen address \"udp:1\""},
                 {"{\"listen\": [\"tcp:host\"]}", "expected tcp:HOST:PORT"},
+                {"{\"listen\": [\"unix:/a\", \"unix:/a\"]}",
+                 "field 'listen': listen address \"unix:/a\" is given twice"},
                 {"{\"listen\": [\"tcp:h:99999\"]}", "expected tcp:HOST:PORT"},
                 {"{\"host\": \"qemu\"}", "field 'host': unknown host \"qemu\""},
                 {"{\"log_level\": \"loud\"}", "field 'log_level' must be one of"},
