@@ -4,6 +4,8 @@
 BUILD ?= build
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
+# cvmd finds the agent at BINDIR/../libexec/cvmd/cvm-agent.
+LIBEXECDIR ?= $(PREFIX)/libexec
 SYSCONFDIR ?= /etc
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
@@ -183,6 +185,7 @@ fuzz:
 install: all
 	install -Dm755 $(BUILD)/cvmd $(DESTDIR)$(BINDIR)/cvmd
 	install -Dm755 $(BUILD)/cvmctl $(DESTDIR)$(BINDIR)/cvmctl
+	install -Dm755 $(BUILD)/cvm-agent $(DESTDIR)$(LIBEXECDIR)/cvmd/cvm-agent
 	@# Units are rendered here so they always name this install's paths.
 	@for u in cvmd.service cvmd.socket; do \
 		mkdir -p $(DESTDIR)$(UNITDIR) && \
@@ -196,7 +199,7 @@ install: all
 		install -Dm644 daemon/cvmd.json $(DESTDIR)$(SYSCONFDIR)/cvmd/cvmd.json; fi
 
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/cvmd $(DESTDIR)$(BINDIR)/cvmctl \
+	rm -f $(DESTDIR)$(BINDIR)/cvmd $(DESTDIR)$(BINDIR)/cvmctl $(DESTDIR)$(LIBEXECDIR)/cvmd/cvm-agent \
 		$(DESTDIR)$(UNITDIR)/cvmd.service $(DESTDIR)$(UNITDIR)/cvmd.socket \
 		$(DESTDIR)$(SYSUSERSDIR)/cvmd.conf $(DESTDIR)$(DATADIR)/cvmd/cvmd.json.default
 

@@ -89,6 +89,12 @@ static const cvm_http_route routes[] = {
         {"GET", "/v1/version", api_version, 0},
         {"GET", "/v1/log-level", api_get_log_level, 0},
         {"PUT", "/v1/log-level", api_put_log_level, CVM_HTTP_JSON},
+        {"POST", "/v1/vms", cvm_api_create_vm, CVM_HTTP_JSON},
+        {"GET", "/v1/vms", cvm_api_list_vms, 0},
+        {"GET", "/v1/vms/{id}", cvm_api_get_vm, 0},
+        {"DELETE", "/v1/vms/{id}", cvm_api_delete_vm, 0},
+        {"POST", "/v1/vms/{id}/invoke", cvm_api_invoke_vm, 0},
+        {"GET", "/v1/psp", cvm_api_psp, 0},
 };
 
 const cvm_http_route *cvm_api_routes(size_t *ret_n) {

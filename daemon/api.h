@@ -7,3 +7,11 @@
 #include "http.h"
 
 const cvm_http_route *cvm_api_routes(size_t *ret_n);
+
+/* api_vms.c */
+void cvm_api_create_vm(cvm_http_req *req, void *userdata);
+void cvm_api_list_vms(cvm_http_req *req, void *userdata);
+void cvm_api_get_vm(cvm_http_req *req, void *userdata);
+void cvm_api_delete_vm(cvm_http_req *req, void *userdata);
+void cvm_api_invoke_vm(cvm_http_req *req, void *userdata);
+void cvm_api_psp(cvm_http_req *req, void *userdata);

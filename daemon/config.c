@@ -9,7 +9,7 @@
 #include "json.h"
 
 /* Sections owned by other modules: kept as JSON and validated by them. */
-static const char *const module_sections[] = {"psp", "sim", "libvirt", NULL};
+static const char *const module_sections[] = {"image", "psp", "sim", "libvirt", NULL};
 
 static char *first_dir(const char *env) {
         /* systemd passes colon-separated lists; the first entry is ours. */
@@ -133,7 +133,7 @@ int cvm_config_set_string(char **field, const char *value, cvm_error *err) {
 static const char *const top_fields[] = {"listen",    "state_dir",   "db",   "host",
                                          "log_level", "socket_mode", "http", "shutdown_grace_ms",
                                          "store",     "psp",         "sim",  "libvirt",
-                                         NULL};
+                                         "image",     NULL};
 static const char *const http_fields[] = {"max_body_bytes", "max_connections",
                                           "connection_timeout_s", NULL};
 static const char *const store_fields[] = {"queue_capacity", "batch_max", NULL};

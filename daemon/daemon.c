@@ -13,6 +13,7 @@
 #include "api.h"
 #include "cleanup.h"
 #include "listen.h"
+#include "sim.h"
 #include "log.h"
 #include "version.h"
 
@@ -52,6 +53,26 @@ static int lock_state_dir(const char *dir, int *ret_fd, cvm_error *err) {
         }
         *ret_fd = CVM_TAKE_FD(fd);
         return 0;
+}
+
+static void on_vm_died(cvm_vm *vm, const cvm_error *why, void *userdata) {
+        (void)userdata;
+        log_warn("vm %s died: %s", vm->id, why->message);
+        cvm_vm_retire(vm, why->message);
+}
+
+int cvmd_check_sections(const cvm_config *cfg, cvm_error *err) {
+        cvm_image_spec spec = {0}, parsed = {0};
+        int r = cvm_image_spec_default(&spec, err);
+        if (r >= 0)
+                r = cvm_image_spec_parse(json_object_get(cfg->sections, "image"), &spec, "image",
+                                         &parsed, err);
+        cvm_image_spec_done(&spec);
+        cvm_image_spec_done(&parsed);
+        if (r >= 0)
+                r = cvm_sim_check_config(json_object_get(cfg->sections, "sim"),
+                                         json_object_get(cfg->sections, "psp"), err);
+        return r;
 }
 
 static void on_signal(uv_signal_t *h, int signum) {
@@ -126,6 +147,31 @@ int cvmd_start(cvmd *d, cvm_config *cfg, cvm_error *err) {
                                CVM_STORE_S(d->cfg.host)};
         cvm_store_write(d->store, CVM_STORE_RUN_START, run, CVM_ARRAY_SIZE(run), NULL, NULL);
 
+        cvm_image_spec builtin = {0};
+        r = cvm_image_spec_default(&builtin, err);
+        if (r >= 0)
+                r = cvm_image_spec_parse(json_object_get(d->cfg.sections, "image"), &builtin,
+                                         "image", &d->image_defaults, err);
+        cvm_image_spec_done(&builtin);
+        if (r < 0)
+                return cvm_error_prefix(err, "config: ");
+        cvm_psp_costs costs;
+        cvm_psp_costs_default(&costs);
+        json_t *psp = json_object_get(d->cfg.sections, "psp");
+        json_t *psp_costs = json_object_get(psp, "costs");
+        if (psp_costs && (r = cvm_psp_costs_parse(psp_costs, "psp.costs", &costs, err)) < 0)
+                return cvm_error_prefix(err, "config: ");
+        if ((r = cvm_image_cache_new(&d->loop, &costs, 64, &d->images, err)) < 0)
+                return r;
+        if ((r = cvm_sim_host_new(&d->loop, d->clock, json_object_get(d->cfg.sections, "sim"), psp,
+                                  d->cfg.state_dir, &d->host, err)) < 0)
+                return cvm_error_prefix(err, "config: ");
+        d->host_runs_handlers = true;
+        d->host->on_died = on_vm_died;
+        d->host->userdata = d;
+        if ((r = cvm_vms_new(d->host, d->store, &d->vms, err)) < 0)
+                return r;
+
         cvm_http_limits limits = {.max_body_bytes = d->cfg.http.max_body_bytes,
                                   .max_connections = d->cfg.http.max_connections,
                                   .connection_timeout_s = d->cfg.http.connection_timeout_s};
@@ -164,6 +210,21 @@ static void remove_sockets(cvmd *d) {
         d->n_unix_paths = 0;
 }
 
+/* Kills every guest (the host does it without callbacks), then forgets them. */
+static void release_guests(cvmd *d) {
+        if (d->host) {
+                size_t n = cvm_vms_count(d->vms);
+                if (n)
+                        log_info("stopping %zu VM(s)", n);
+                d->host->ops->free(d->host);
+                d->host = NULL;
+        }
+        cvm_vms_free(d->vms);
+        d->vms = NULL;
+        cvm_image_cache_free(d->images);
+        d->images = NULL;
+}
+
 static void finish_shutdown(cvmd *d) {
         if (d->state == CVMD_STOPPED)
                 return;
@@ -174,6 +235,7 @@ static void finish_shutdown(cvmd *d) {
         cvm_http_server_free(d->http);
         d->http = NULL;
         remove_sockets(d);
+        release_guests(d);
         uv_timer_stop(&d->drain_timer);
         uv_close((uv_handle_t *)&d->drain_timer, NULL);
         uv_close((uv_handle_t *)&d->sig_term, NULL);
@@ -229,6 +291,7 @@ void cvmd_done(cvmd *d) {
         /* After a failed start, release what it made. */
         cvm_http_server_free(d->http);
         d->http = NULL;
+        release_guests(d);
         cvm_store_close(d->store);
         d->store = NULL;
         remove_sockets(d);
@@ -238,6 +301,7 @@ void cvmd_done(cvmd *d) {
                 uv_loop_close(&d->loop);
         }
         cvm_clock_uv_free(d->clock);
+        cvm_image_spec_done(&d->image_defaults);
         cvm_config_done(&d->cfg);
         if (d->lock_fd >= 0)
                 close(d->lock_fd);

@@ -7,9 +7,12 @@
 
 #include "clock.h"
 #include "config.h"
+#include "host.h"
 #include "http.h"
+#include "image.h"
 #include "notify.h"
 #include "store.h"
+#include "vm.h"
 
 typedef enum cvmd_state {
         CVMD_RUNNING,
@@ -24,6 +27,11 @@ typedef struct cvmd {
         cvm_clock *clock;
         cvm_store *store;
         cvm_http_server *http;
+        cvm_host *host;
+        bool host_runs_handlers; /* Handlers run on this machine: check they exist. */
+        cvm_vms *vms;
+        cvm_image_cache *images;
+        cvm_image_spec image_defaults; /* The config's "image" section over built-ins. */
         cvm_notify notify;
         uv_signal_t sig_term, sig_int;
         uv_timer_t drain_timer;
@@ -38,6 +46,8 @@ typedef struct cvmd {
 
 /* Takes ownership of cfg. Opens the store, listens, and tells systemd READY. */
 int cvmd_start(cvmd *d, cvm_config *cfg, cvm_error *err);
+/* Validates the config sections other modules own ("image", "sim", "psp"). */
+int cvmd_check_sections(const cvm_config *cfg, cvm_error *err);
 /* Runs the loop until shutdown completes; returns the exit status. */
 int cvmd_run(cvmd *d);
 /* Begins a graceful shutdown (idempotent; a second call hurries it). */

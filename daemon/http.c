@@ -190,7 +190,8 @@ void cvm_http_reply(cvm_http_req *req, unsigned status, const char *content_type
 }
 
 void cvm_http_reply_json(cvm_http_req *req, unsigned status, json_t *body) {
-        _cleanup_free_ char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+        _cleanup_free_ char *text =
+                body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(12)) : NULL;
         json_decref(body);
         if (!text) {
                 cvm_http_reply(req, 500, "application/json",

@@ -104,6 +104,13 @@ int main(int argc, char **argv) {
                 cvm_config_done(&cfg);
                 return EXIT_FAILURE;
         }
+        if (r >= 0)
+                r = cvmd_check_sections(&cfg, &err);
+        if (r < 0) {
+                log_error("%s", err.message);
+                cvm_config_done(&cfg);
+                return EXIT_FAILURE;
+        }
         if (check) {
                 json_auto_t *j = cvm_config_to_json(&cfg);
                 json_dumpf(j, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);

@@ -19,6 +19,52 @@ static const char *const migrations[] = {
         " pid INTEGER NOT NULL,"
         " host TEXT NOT NULL,"
         " dropped_writes INTEGER);",
+        /* 2: VMs, their launches, and invocations, with phase durations in microseconds. */
+        "CREATE TABLE vms ("
+        " id TEXT PRIMARY KEY,"
+        " function TEXT,"
+        " measurement TEXT NOT NULL,"
+        " vcpus INTEGER NOT NULL,"
+        " memory_mib INTEGER NOT NULL,"
+        " created_at_ms INTEGER NOT NULL,"
+        " ready_at_ms INTEGER,"
+        " retired_at_ms INTEGER,"
+        " retire_reason TEXT,"
+        " invocations INTEGER NOT NULL DEFAULT 0);"
+        "CREATE TABLE launches ("
+        " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " vm_id TEXT NOT NULL,"
+        " function TEXT,"
+        " trigger TEXT NOT NULL,"
+        " started_at_ms INTEGER NOT NULL,"
+        " prepare_us INTEGER,"
+        " psp_wait_us INTEGER,"
+        " psp_us INTEGER,"
+        " boot_us INTEGER,"
+        " total_us INTEGER NOT NULL,"
+        " pages INTEGER NOT NULL,"
+        " asid INTEGER,"
+        " result TEXT NOT NULL,"
+        " error TEXT);"
+        "CREATE INDEX launches_time ON launches (started_at_ms);"
+        "CREATE TABLE invocations ("
+        " id TEXT PRIMARY KEY,"
+        " function TEXT,"
+        " vm_id TEXT,"
+        " start_kind TEXT NOT NULL,"
+        " started_at_ms INTEGER NOT NULL,"
+        " queue_us INTEGER,"
+        " psp_wait_us INTEGER,"
+        " psp_us INTEGER,"
+        " boot_us INTEGER,"
+        " exec_us INTEGER,"
+        " total_us INTEGER NOT NULL,"
+        " status TEXT NOT NULL,"
+        " exit_code INTEGER,"
+        " bytes_in INTEGER NOT NULL,"
+        " bytes_out INTEGER NOT NULL,"
+        " error TEXT);"
+        "CREATE INDEX invocations_function_time ON invocations (function, started_at_ms);",
 };
 
 static const char *const stmt_sql[CVM_STORE_STMT_COUNT] = {
@@ -26,6 +72,18 @@ static const char *const stmt_sql[CVM_STORE_STMT_COUNT] = {
                                 " VALUES (?, ?, ?, ?, ?)",
         [CVM_STORE_RUN_STOP] = "UPDATE daemon_runs SET stopped_at_ms = ?2, dropped_writes = ?3"
                                " WHERE id = ?1",
+        [CVM_STORE_VM_CREATE] = "INSERT INTO vms (id, function, measurement, vcpus, memory_mib,"
+                                " created_at_ms) VALUES (?, ?, ?, ?, ?, ?)",
+        [CVM_STORE_VM_READY] = "UPDATE vms SET ready_at_ms = ?2 WHERE id = ?1",
+        [CVM_STORE_VM_RETIRE] = "UPDATE vms SET retired_at_ms = ?2, retire_reason = ?3,"
+                                " invocations = ?4 WHERE id = ?1",
+        [CVM_STORE_LAUNCH] = "INSERT INTO launches (vm_id, function, trigger, started_at_ms,"
+                             " prepare_us, psp_wait_us, psp_us, boot_us, total_us, pages, asid,"
+                             " result, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [CVM_STORE_INVOCATION] = "INSERT INTO invocations (id, function, vm_id, start_kind,"
+                                 " started_at_ms, queue_us, psp_wait_us, psp_us, boot_us, exec_us,"
+                                 " total_us, status, exit_code, bytes_in, bytes_out, error)"
+                                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 };
 
 #define MAX_VALS 24

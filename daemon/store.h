@@ -16,6 +16,15 @@ typedef struct cvm_store cvm_store;
 typedef enum cvm_store_stmt {
         CVM_STORE_RUN_START, /* id, started_at_ms, version, pid, host */
         CVM_STORE_RUN_STOP,  /* id, stopped_at_ms, dropped_writes */
+        CVM_STORE_VM_CREATE, /* id, function, measurement, vcpus, memory_mib, created_at_ms */
+        CVM_STORE_VM_READY,  /* id, ready_at_ms */
+        CVM_STORE_VM_RETIRE, /* id, retired_at_ms, reason, invocations */
+        /* vm_id, function, trigger, started_at_ms, prepare_us, psp_wait_us, psp_us, boot_us,
+         * total_us, pages, asid, result, error */
+        CVM_STORE_LAUNCH,
+        /* id, function, vm_id, start_kind, started_at_ms, queue_us, psp_wait_us, psp_us,
+         * boot_us, exec_us, total_us, status, exit_code, bytes_in, bytes_out, error */
+        CVM_STORE_INVOCATION,
         CVM_STORE_STMT_COUNT,
 } cvm_store_stmt;
 

@@ -1,0 +1,352 @@
+/* The VM routes: /v1/vms (create, list, show, delete, invoke) and /v1/psp. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "cleanup.h"
+#include "daemon.h"
+#include "json.h"
+#include "log.h"
+#include "vm.h"
+
+#define INVOKE_TIMEOUT_DEFAULT_MS 30000
+#define INVOKE_TIMEOUT_MAX_MS 3600000
+#define VM_CONCURRENCY_MAX 64
+
+/* POST /v1/vms */
+
+typedef struct create_ctx {
+        cvmd *d;
+        cvm_http_req *req;
+        cvm_handler_spec handler;
+        uint32_t concurrency;
+        cvm_image_req *image_req;
+        cvm_vm *vm;
+} create_ctx;
+
+static void create_ctx_free(create_ctx *c) {
+        cvm_handler_spec_done(&c->handler);
+        free(c);
+}
+
+static void create_cancelled(cvm_http_req *req, void *ud) {
+        (void)req;
+        create_ctx *c = ud;
+        cvm_image_cache_cancel(c->image_req);
+        /* The VM carries on: it shows in GET /v1/vms and can be deleted. */
+        if (c->vm)
+                cvm_vm_forget_launch(c->vm);
+        create_ctx_free(c);
+}
+
+static void create_reply_error(create_ctx *c, const cvm_error *err) {
+        cvm_http_req_set_cancel(c->req, NULL, NULL);
+        cvm_http_reply_cvm_error(c->req, err);
+        create_ctx_free(c);
+}
+
+static void on_vm_launched(cvm_vm *vm, const cvm_error *err, void *ud) {
+        create_ctx *c = ud;
+        if (err) {
+                create_reply_error(c, err);
+                return;
+        }
+        char location[64];
+        snprintf(location, sizeof(location), "/v1/vms/%s", vm->id);
+        cvm_http_req_set_cancel(c->req, NULL, NULL);
+        cvm_http_req_add_header(c->req, "Location", location);
+        cvm_http_reply_json(c->req, 201, cvm_vm_to_json(vm));
+        create_ctx_free(c);
+}
+
+static void on_image(cvm_image *img, const cvm_error *err, void *ud) {
+        create_ctx *c = ud;
+        c->image_req = NULL;
+        if (!img) {
+                create_reply_error(c, err);
+                return;
+        }
+        cvm_error e = {0};
+        int r = cvm_vms_launch(c->d->vms, img, &c->handler, c->concurrency, NULL, "api",
+                               on_vm_launched, c, &c->vm, &e);
+        cvm_image_unref(img);
+        if (r < 0)
+                create_reply_error(c, &e);
+}
+
+static const char *const create_fields[] = {"image", "handler", "concurrency", NULL};
+
+void cvm_api_create_vm(cvm_http_req *req, void *ud) {
+        cvmd *d = ud;
+        json_t *body = cvm_http_req_json(req);
+        cvm_error err = {0};
+        json_t *image_obj = NULL, *handler_obj = NULL;
+        int64_t conc = 1;
+        cvm_image_spec spec = {0};
+        create_ctx *c = calloc(1, sizeof(*c));
+        int r = c ? 0 : cvm_error_set(&err, -ENOMEM, "out of memory");
+        if (r >= 0 && !body)
+                r = cvm_error_set(&err, -EINVAL,
+                                  "a JSON body {\"handler\": {\"exec\": [...]}} is required");
+        if (r >= 0)
+                r = cvm_json_check_fields(body, "", create_fields, &err);
+        if (r >= 0)
+                r = cvm_json_get_object(body, "", "image", false, &image_obj, &err);
+        if (r >= 0)
+                r = cvm_json_get_object(body, "", "handler", true, &handler_obj, &err);
+        if (r >= 0)
+                r = cvm_json_get_int(body, "", "concurrency", false, 1, VM_CONCURRENCY_MAX, &conc,
+                                     &err);
+        if (r >= 0)
+                r = cvm_image_spec_parse(image_obj, &d->image_defaults, "image", &spec, &err);
+        if (r >= 0)
+                r = cvm_handler_spec_parse(handler_obj, "handler", d->host_runs_handlers,
+                                           &c->handler, &err);
+        if (r >= 0) {
+                c->d = d;
+                c->req = req;
+                c->concurrency = (uint32_t)conc;
+                cvm_http_req_set_cancel(req, create_cancelled, c);
+                r = cvm_image_cache_get(d->images, &spec, on_image, c, &c->image_req, &err);
+                if (r < 0)
+                        cvm_http_req_set_cancel(req, NULL, NULL);
+        }
+        cvm_image_spec_done(&spec);
+        if (r < 0) {
+                if (c)
+                        create_ctx_free(c);
+                cvm_http_reply_cvm_error(req, &err);
+        }
+}
+
+/* GET /v1/vms, GET and DELETE /v1/vms/{id} */
+
+static cvm_vm *find_vm(cvm_http_req *req, cvmd *d) {
+        const char *id = cvm_http_req_param(req, "id");
+        cvm_vm *vm = cvm_vms_find(d->vms, id);
+        if (!vm)
+                cvm_http_reply_error(req, 404, "not_found", "no VM %s", CVM_QUOTE(id));
+        return vm;
+}
+
+void cvm_api_list_vms(cvm_http_req *req, void *ud) {
+        cvmd *d = ud;
+        const char *function = cvm_http_req_query(req, "function");
+        json_t *list = json_array();
+        for (cvm_vm *vm = cvm_vms_first(d->vms); vm; vm = vm->next)
+                if (!function || (vm->function && strcmp(function, vm->function) == 0))
+                        json_array_append_new(list, cvm_vm_to_json(vm));
+        cvm_http_reply_json(req, 200, json_pack("{s:o}", "vms", list));
+}
+
+void cvm_api_get_vm(cvm_http_req *req, void *ud) {
+        cvm_vm *vm = find_vm(req, ud);
+        if (vm)
+                cvm_http_reply_json(req, 200, cvm_vm_to_json(vm));
+}
+
+void cvm_api_delete_vm(cvm_http_req *req, void *ud) {
+        cvm_vm *vm = find_vm(req, ud);
+        if (!vm)
+                return;
+        /* Teardown happens off the request path; the answer says it started. */
+        cvm_vm_retire(vm, "deleted through the API");
+        cvm_http_reply_json(req, 202, json_pack("{s:s, s:s}", "id", vm->id, "state", "stopping"));
+}
+
+/* POST /v1/vms/{id}/invoke */
+
+typedef struct invoke_ctx {
+        cvmd *d;
+        cvm_http_req *req;
+        char id[32];
+        char vm_id[CVM_VM_ID_SIZE];
+        int64_t started_ms;
+        uint64_t started_ns;
+        size_t bytes_in;
+        uint32_t timeout_ms;
+        bool cancelled;
+} invoke_ctx;
+
+static void invoke_cancelled(cvm_http_req *req, void *ud) {
+        (void)req;
+        /* The VM still answers later; the context notes nobody listens. */
+        ((invoke_ctx *)ud)->cancelled = true;
+}
+
+static void add_timing_headers(cvm_http_req *req, const invoke_ctx *c, uint64_t exec_ns) {
+        char timing[128];
+        snprintf(timing, sizeof(timing), "exec;dur=%.3f", (double)exec_ns / 1e6);
+        cvm_http_req_add_header(req, "Cvm-Start", "warm");
+        cvm_http_req_add_header(req, "Cvm-Vm-Id", c->vm_id);
+        cvm_http_req_add_header(req, "Cvm-Invocation-Id", c->id);
+        cvm_http_req_add_header(req, "Server-Timing", timing);
+}
+
+/* Bytes from a handler as a JSON string: invalid UTF-8 becomes '?'. */
+static json_t *text_json(const uint8_t *p, size_t n) {
+        json_t *s = json_stringn(p ? (const char *)p : "", p ? n : 0);
+        if (s)
+                return s;
+        _cleanup_free_ char *copy = malloc(n + 1);
+        if (!copy)
+                return json_string("");
+        for (size_t i = 0; i < n; i++)
+                copy[i] = p[i] >= 0x20 && p[i] < 0x7f ? (char)p[i] : (p[i] == '\n' ? '\n' : '?');
+        return json_stringn(copy, n);
+}
+
+/* Turns the agent's answer into a response and the invocation's status. */
+static const char *reply_outcome(cvm_http_req *req, const invoke_ctx *c, cvm_vm *vm,
+                                 const cvm_vm_outcome *out, char *msg, size_t msg_size) {
+        const cvm_agent_result *a = out->agent;
+        if (!a) {
+                snprintf(msg, msg_size, "%s", out->err->message);
+                if (out->result == -ETIMEDOUT) {
+                        cvm_http_reply_error(req, 504, "timeout", "vm %s stopped answering: %s",
+                                             c->vm_id, msg);
+                        return "timeout";
+                }
+                cvm_http_reply_error(req, 502, "bad_gateway",
+                                     "vm %s failed during the invocation: %s", c->vm_id, msg);
+                return "vm_failed";
+        }
+        switch (a->status) {
+        case CVM_AGENT_STATUS_OK:
+                cvm_http_reply(req, 200, "application/octet-stream", a->output, a->output_len);
+                return "ok";
+        case CVM_AGENT_STATUS_TIMEOUT:
+                snprintf(msg, msg_size, "the handler ran past its timeout of %u ms", c->timeout_ms);
+                cvm_http_reply_error(req, 504, "timeout", "%s", msg);
+                return "timeout";
+        case CVM_AGENT_STATUS_BUSY:
+                snprintf(msg, msg_size, "vm %s runs its maximum of %u invocations", vm->id,
+                         vm->concurrency);
+                cvm_http_req_add_header(req, "Retry-After", "1");
+                cvm_http_reply_error(req, 429, "overloaded", "%s", msg);
+                return "rejected";
+        default: break;
+        }
+        /* The function failed: its exit status and stderr tail tell why. */
+        if (a->status == CVM_AGENT_STATUS_FAILED && a->term_signal)
+                snprintf(msg, msg_size, "the handler was killed by signal %u", a->term_signal);
+        else if (a->status == CVM_AGENT_STATUS_FAILED)
+                snprintf(msg, msg_size, "the handler exited with status %u", a->exit_code);
+        else if (a->status == CVM_AGENT_STATUS_TOO_LARGE)
+                snprintf(msg, msg_size, "the handler's response is larger than the limit");
+        else
+                snprintf(msg, msg_size, "the handler could not be started");
+        json_t *body = json_pack("{s:s, s:s, s:o}", "error", "function_failed", "message", msg,
+                                 "stderr", text_json(a->stderr_tail, a->stderr_len));
+        if (body && a->status == CVM_AGENT_STATUS_FAILED) {
+                json_object_set_new(body, "exit_code", json_integer(a->exit_code));
+                json_object_set_new(body, "signal", json_integer(a->term_signal));
+        }
+        cvm_http_reply_json(req, 500, body);
+        return "failed";
+}
+
+/* The handler's stderr goes to the daemon's log, bounded by the agent's tail
+ * and by the quoting, one line per invocation. */
+static void log_stderr(const invoke_ctx *c, const cvm_agent_result *a) {
+        if (!a || !a->stderr_len)
+                return;
+        char tail[161];
+        size_t n = a->stderr_len < sizeof(tail) - 1 ? a->stderr_len : sizeof(tail) - 1;
+        memcpy(tail, a->stderr_tail + (a->stderr_len - n), n);
+        tail[n] = '\0';
+        log_info("%s on %s: handler stderr: %s", c->id, c->vm_id, CVM_QUOTE(tail));
+}
+
+static void on_invoked(cvm_vm *vm, const cvm_vm_outcome *out, void *ud) {
+        invoke_ctx *c = ud;
+        log_stderr(c, out->agent);
+        char msg[CVM_ERROR_MESSAGE_MAX] = "";
+        const char *status = "cancelled";
+        uint64_t bytes_out = out->agent ? out->agent->output_len : 0;
+        if (!c->cancelled) {
+                cvm_http_req_set_cancel(c->req, NULL, NULL);
+                add_timing_headers(c->req, c, out->exec_ns);
+                status = reply_outcome(c->req, c, vm, out, msg, sizeof(msg));
+        }
+        cvm_invocation_record rec = {
+                .id = c->id,
+                .vm_id = c->vm_id,
+                .start_kind = "warm",
+                .status = status,
+                .error = msg[0] ? msg : NULL,
+                .started_ms = c->started_ms,
+                .exec_ns = out->exec_ns,
+                .total_ns = uv_hrtime() - c->started_ns,
+                .exit_code = out->agent && out->agent->status <= CVM_AGENT_STATUS_FAILED &&
+                                             !out->agent->term_signal
+                                     ? out->agent->exit_code
+                                     : -1,
+                .bytes_in = c->bytes_in,
+                .bytes_out = bytes_out,
+        };
+        cvm_vms_record_invocation(c->d->vms, &rec);
+        free(c);
+}
+
+static int parse_timeout(cvm_http_req *req, uint32_t *ret, cvm_error *err) {
+        const char *t = cvm_http_req_query(req, "timeout_ms");
+        *ret = INVOKE_TIMEOUT_DEFAULT_MS;
+        if (!t)
+                return 0;
+        char *end;
+        long v = strtol(t, &end, 10);
+        if (!*t || *end || v < 1 || v > INVOKE_TIMEOUT_MAX_MS)
+                return cvm_error_set(err, -EINVAL,
+                                     "query parameter 'timeout_ms' must be between 1 and %d",
+                                     INVOKE_TIMEOUT_MAX_MS);
+        *ret = (uint32_t)v;
+        return 0;
+}
+
+void cvm_api_invoke_vm(cvm_http_req *req, void *ud) {
+        cvmd *d = ud;
+        cvm_vm *vm = find_vm(req, d);
+        if (!vm)
+                return;
+        cvm_error err = {0};
+        uint32_t timeout_ms;
+        if (parse_timeout(req, &timeout_ms, &err) < 0) {
+                cvm_http_reply_cvm_error(req, &err);
+                return;
+        }
+        invoke_ctx *c = calloc(1, sizeof(*c));
+        if (!c || cvm_random_id("inv-", c->id, sizeof(c->id), &err) < 0) {
+                free(c);
+                cvm_error_set(&err, -ENOMEM, "out of memory");
+                cvm_http_reply_cvm_error(req, &err);
+                return;
+        }
+        size_t len;
+        const void *body = cvm_http_req_body(req, &len);
+        c->d = d;
+        c->req = req;
+        c->timeout_ms = timeout_ms;
+        c->bytes_in = len;
+        c->started_ms = cvm_wall_ms();
+        c->started_ns = uv_hrtime();
+        snprintf(c->vm_id, sizeof(c->vm_id), "%s", vm->id);
+        cvm_vm_invocation inv = {.invocation_id = c->id, .start_kind = "warm"};
+        if (cvm_vm_invoke(vm, &inv, timeout_ms, body, len, on_invoked, c, &err) < 0) {
+                free(c);
+                if (err.code == -EAGAIN)
+                        cvm_http_req_add_header(req, "Retry-After", "1");
+                cvm_http_reply_cvm_error(req, &err);
+                return;
+        }
+        cvm_http_req_set_cancel(req, invoke_cancelled, c);
+}
+
+/* GET /v1/psp */
+
+void cvm_api_psp(cvm_http_req *req, void *ud) {
+        cvmd *d = ud;
+        cvm_http_reply_json(req, 200, d->host->ops->psp_json(d->host));
+}

@@ -1,0 +1,690 @@
+#include "sim.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "agent_client.h"
+#include "cleanup.h"
+#include "json.h"
+#include "log.h"
+#include "psp_sim.h"
+#include "vm.h"
+
+#define SIM_HELLO_TIMEOUT_MS 10000
+#define SIM_AGENT_ARGS_MAX 80
+/* Responses up to 6 MiB: with the stderr tail a result stays under the 8 MiB frame limit. */
+#define SIM_MAX_RESPONSE (6u << 20)
+
+typedef struct sim_config {
+        char *agent;           /* The cvm-agent program. */
+        uint32_t prepare_ms;   /* VMM set-up before the launch. */
+        bool memory_limit;     /* RLIMIT_AS from the VM's memory size. */
+        uint32_t heartbeat_ms; /* Agent heartbeat; 0 disables it. */
+        char *schedule;        /* psp.schedule: "none". */
+        cvm_psp_sim_config psp;
+} sim_config;
+
+typedef struct sim_host sim_host;
+
+typedef struct sim_vm {
+        sim_host *sh;
+        cvm_vm *vm;
+        cvm_timer *timer;
+        cvm_host_step_cb step_cb;
+        uint64_t step_started_ns;
+        cvm_psp_launch *launch;
+        uint32_t asid;
+        pid_t pid;
+        char *workdir;
+        cvm_agent_client *agent;
+        bool ready;
+        bool tearing_down;
+        cvm_host_step_cb teardown_cb;
+        struct sim_vm *prev, *next;
+} sim_vm;
+
+struct sim_host {
+        cvm_host base;
+        uv_loop_t *loop;
+        cvm_clock *clock;
+        cvm_psp_sim *psp;
+        sim_config cfg;
+        char *root; /* state_dir/sim */
+        sim_vm *vms;
+        uv_signal_t sigchld;
+        pid_t *pids; /* Children not reaped yet. */
+        size_t n_pids, cap_pids;
+};
+
+/* Configuration. */
+
+static const char *const sim_fields[] = {"agent", "prepare_ms", "memory_limit", "heartbeat_ms",
+                                         NULL};
+static const char *const psp_fields[] = {"schedule", "asids", "max_queue", "costs", NULL};
+
+/* The agent ships next to cvmd, or in PREFIX/libexec/cvmd when installed. */
+static char *default_agent(void) {
+        char exe[PATH_MAX], path[PATH_MAX + 64];
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+        if (n <= 0)
+                return strdup("cvm-agent");
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        *slash = '\0';
+        snprintf(path, sizeof(path), "%s/../libexec/cvmd/cvm-agent", exe);
+        if (access(path, X_OK) == 0)
+                return realpath(path, NULL);
+        snprintf(path, sizeof(path), "%s/cvm-agent", exe);
+        return strdup(path);
+}
+
+static void sim_config_done(sim_config *c) {
+        free(c->agent);
+        free(c->schedule);
+}
+
+static int sim_config_parse(json_t *sim, json_t *psp, sim_config *ret, cvm_error *err) {
+        sim_config c = {.prepare_ms = 10, .memory_limit = true, .heartbeat_ms = 1000};
+        cvm_psp_sim_config_default(&c.psp);
+        const char *agent = NULL, *schedule = NULL;
+        int64_t v;
+        int r = 0;
+        if (sim) {
+                if ((r = cvm_json_check_fields(sim, "sim", sim_fields, err)) < 0 ||
+                    (r = cvm_json_get_string(sim, "sim", "agent", false, &agent, err)) < 0 ||
+                    (r = cvm_json_get_bool(sim, "sim", "memory_limit", false, &c.memory_limit,
+                                           err)) < 0)
+                        return r;
+                v = c.prepare_ms;
+                if ((r = cvm_json_get_int(sim, "sim", "prepare_ms", false, 0, 600000, &v, err)) < 0)
+                        return r;
+                c.prepare_ms = (uint32_t)v;
+                v = c.heartbeat_ms;
+                if ((r = cvm_json_get_int(sim, "sim", "heartbeat_ms", false, 0, 600000, &v, err)) <
+                    0)
+                        return r;
+                c.heartbeat_ms = (uint32_t)v;
+                if (agent && agent[0] != '/')
+                        return cvm_error_set(err, -EINVAL,
+                                             "field 'sim.agent' must be an absolute path");
+        }
+        if (psp) {
+                if ((r = cvm_json_check_fields(psp, "psp", psp_fields, err)) < 0 ||
+                    (r = cvm_json_get_string(psp, "psp", "schedule", false, &schedule, err)) < 0 ||
+                    (r = cvm_psp_sim_config_parse(psp, "psp", &c.psp, err)) < 0)
+                        return r;
+                if (schedule && strcmp(schedule, "none") != 0)
+                        return cvm_error_set(err, -EINVAL,
+                                             "field 'psp.schedule': %s is not available; this "
+                                             "version schedules \"none\" (each launch submits "
+                                             "its commands as it goes)",
+                                             CVM_QUOTE(schedule));
+        }
+        c.agent = agent ? strdup(agent) : default_agent();
+        c.schedule = strdup("none");
+        if (!c.agent || !c.schedule) {
+                sim_config_done(&c);
+                return cvm_error_set(err, -ENOMEM, "out of memory");
+        }
+        *ret = c;
+        return 0;
+}
+
+int cvm_sim_check_config(json_t *sim, json_t *psp, cvm_error *err) {
+        sim_config c;
+        int r = sim_config_parse(sim, psp, &c, err);
+        if (r >= 0)
+                sim_config_done(&c);
+        return r;
+}
+
+/* Children. */
+
+static void track_pid(sim_host *sh, pid_t pid) {
+        if (sh->n_pids == sh->cap_pids) {
+                size_t cap = sh->cap_pids ? sh->cap_pids * 2 : 16;
+                pid_t *p = realloc(sh->pids, cap * sizeof(*p));
+                if (!p) {
+                        log_error("out of memory tracking child %d; it may linger", (int)pid);
+                        return;
+                }
+                sh->pids = p;
+                sh->cap_pids = cap;
+        }
+        sh->pids[sh->n_pids++] = pid;
+}
+
+/* Reaps our own children only: other code may own other children. */
+static void on_sigchld(uv_signal_t *h, int signum) {
+        (void)signum;
+        sim_host *sh = h->data;
+        for (size_t i = 0; i < sh->n_pids;) {
+                int status;
+                pid_t p = waitpid(sh->pids[i], &status, WNOHANG);
+                if (p == 0) {
+                        i++;
+                        continue;
+                }
+                if (p > 0) {
+                        if (WIFSIGNALED(status) && WTERMSIG(status) != SIGKILL)
+                                log_info("sim: agent %d killed by signal %d", (int)p,
+                                         WTERMSIG(status));
+                        else if (WIFEXITED(status) && WEXITSTATUS(status) != 0)
+                                log_info("sim: agent %d exited with status %d", (int)p,
+                                         WEXITSTATUS(status));
+                }
+                sh->pids[i] = sh->pids[--sh->n_pids];
+        }
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+        (void)st;
+        (void)flag;
+        (void)ftw;
+        remove(path);
+        return 0;
+}
+
+static void rm_tree(const char *path) {
+        nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+}
+
+/* Forks the agent: its own session (so teardown kills the whole group), the
+ * VM's memory as its address-space limit, a private working directory, the
+ * connection as fd 3, a clean environment. Only async-signal-safe calls run
+ * between fork and exec. */
+static int spawn_agent(sim_vm *sv, int child_fd, cvm_error *err) {
+        sim_host *sh = sv->sh;
+        cvm_vm *vm = sv->vm;
+        char conc[16], maxresp[16];
+        snprintf(conc, sizeof(conc), "%u", vm->concurrency);
+        snprintf(maxresp, sizeof(maxresp), "%u", SIM_MAX_RESPONSE);
+        char *argv[SIM_AGENT_ARGS_MAX + 12];
+        size_t n = 0;
+        argv[n++] = sh->cfg.agent;
+        argv[n++] = "--fd";
+        argv[n++] = "3";
+        argv[n++] = "--concurrency";
+        argv[n++] = conc;
+        argv[n++] = "--max-response";
+        argv[n++] = maxresp;
+        argv[n++] = "--";
+        if (vm->handler.argc > SIM_AGENT_ARGS_MAX)
+                return cvm_error_set(err, -E2BIG, "handler has more than %d arguments",
+                                     SIM_AGENT_ARGS_MAX);
+        for (size_t i = 0; i < vm->handler.argc; i++)
+                argv[n++] = vm->handler.argv[i];
+        argv[n] = NULL;
+        char home[PATH_MAX + 8], vmid[64];
+        snprintf(home, sizeof(home), "HOME=%s", sv->workdir);
+        snprintf(vmid, sizeof(vmid), "CVM_VM_ID=%s", vm->id);
+        char *envp[] = {"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", home, vmid, NULL};
+        rlim_t mem = (rlim_t)vm->image->spec.memory_mib << 20;
+        struct rlimit rl = {mem, mem};
+        bool limit = sh->cfg.memory_limit;
+        _cleanup_close_ int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (devnull < 0)
+                return cvm_error_set_errno(err, -errno, "open /dev/null");
+        pid_t parent = getpid();
+        pid_t pid = fork();
+        if (pid < 0)
+                return cvm_error_set_errno(err, -errno, "fork");
+        if (pid == 0) {
+                sigset_t none;
+                sigemptyset(&none);
+                sigprocmask(SIG_SETMASK, &none, NULL);
+                signal(SIGPIPE, SIG_DFL);
+                signal(SIGINT, SIG_DFL);
+                signal(SIGTERM, SIG_DFL);
+                signal(SIGCHLD, SIG_DFL);
+                if (setsid() < 0 || prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+                        _exit(126);
+                if (limit && setrlimit(RLIMIT_AS, &rl) < 0)
+                        _exit(126);
+                if (chdir(sv->workdir) < 0 || dup2(devnull, 0) < 0)
+                        _exit(126);
+                if (child_fd == 3 ? fcntl(3, F_SETFD, 0) < 0 : dup2(child_fd, 3) < 0)
+                        _exit(126);
+                close_range(4, ~0U, 0);
+                execve(argv[0], argv, envp);
+                _exit(127);
+        }
+        sv->pid = pid;
+        track_pid(sh, pid);
+        return 0;
+}
+
+/* Steps. */
+
+static void step_done(sim_vm *sv, int result, const cvm_error *err, uint64_t psp_wait, uint64_t psp,
+                      uint32_t asid) {
+        cvm_host_step_cb cb = sv->step_cb;
+        sv->step_cb = NULL;
+        cvm_host_step st = {.result = result,
+                            .err = err,
+                            .duration_ns = cvm_clock_now(sv->sh->clock) - sv->step_started_ns,
+                            .psp_wait_ns = psp_wait,
+                            .psp_ns = psp,
+                            .asid = asid};
+        cb(sv->vm, &st);
+}
+
+static void start_step(sim_vm *sv, cvm_host_step_cb cb) {
+        sv->step_cb = cb;
+        sv->step_started_ns = cvm_clock_now(sv->sh->clock);
+}
+
+static void on_prepare_timer(cvm_timer *t, void *ud) {
+        (void)t;
+        step_done(ud, 0, NULL, 0, 0, 0);
+}
+
+static int sim_prepare(cvm_host *host, cvm_vm *vm, cvm_host_step_cb cb, cvm_error *err) {
+        sim_host *sh = (sim_host *)host;
+        sim_vm *sv = calloc(1, sizeof(*sv));
+        if (!sv)
+                return cvm_error_set(err, -ENOMEM, "out of memory");
+        sv->sh = sh;
+        sv->vm = vm;
+        sv->pid = -1;
+        int r = cvm_timer_new(sh->clock, on_prepare_timer, sv, &sv->timer, err);
+        if (r >= 0 && asprintf(&sv->workdir, "%s/%s", sh->root, vm->id) < 0) {
+                sv->workdir = NULL;
+                r = cvm_error_set(err, -ENOMEM, "out of memory");
+        }
+        if (r < 0) {
+                cvm_timer_free(sv->timer);
+                free(sv);
+                return r;
+        }
+        vm->host_data = sv;
+        sv->next = sh->vms;
+        if (sh->vms)
+                sh->vms->prev = sv;
+        sh->vms = sv;
+        start_step(sv, cb);
+        cvm_timer_start(sv->timer, (uint64_t)sh->cfg.prepare_ms * CVM_NSEC_PER_MSEC);
+        return 0;
+}
+
+static void on_psp_launched(const cvm_psp_launch_result *res, void *ud) {
+        sim_vm *sv = ud;
+        sv->launch = NULL;
+        if (res->result < 0) {
+                step_done(sv, res->result, res->err, res->wait_ns, res->service_ns, 0);
+                return;
+        }
+        sv->asid = res->asid;
+        step_done(sv, 0, NULL, res->wait_ns, res->service_ns, res->asid);
+}
+
+static int sim_launch(cvm_host *host, cvm_vm *vm, cvm_host_step_cb cb, cvm_error *err) {
+        sim_host *sh = (sim_host *)host;
+        sim_vm *sv = vm->host_data;
+        start_step(sv, cb);
+        int r = cvm_psp_sim_launch(sh->psp, &vm->image->plan, vm->id, on_psp_launched, sv,
+                                   &sv->launch, err);
+        if (r < 0)
+                sv->step_cb = NULL;
+        return r;
+}
+
+static void on_hello(cvm_agent_client *c, const cvm_agent_hello *hello, void *ud) {
+        (void)c;
+        (void)hello;
+        sim_vm *sv = ud;
+        cvm_timer_stop(sv->timer);
+        sv->ready = true;
+        step_done(sv, 0, NULL, 0, 0, 0);
+}
+
+static void on_agent_closed(cvm_agent_client *c, const cvm_error *why, void *ud) {
+        (void)c;
+        sim_vm *sv = ud;
+        sim_host *sh = sv->sh;
+        /* The client may be freed inside its own callbacks. */
+        cvm_agent_client_free(sv->agent);
+        sv->agent = NULL;
+        cvm_error e;
+        if (!sv->ready) {
+                /* Whatever went wrong, the guest failed to boot: a bad gateway. */
+                cvm_error_set(&e, -EPROTO, "vm %s failed to boot: its agent went away: %s",
+                              sv->vm->id, why->message);
+                cvm_timer_stop(sv->timer);
+                step_done(sv, e.code, &e, 0, 0, 0);
+                return;
+        }
+        cvm_error_set(&e, why->code ? why->code : -ECONNRESET, "the agent of %s went away: %s",
+                      sv->vm->id, why->message);
+        if (sh->base.on_died)
+                sh->base.on_died(sv->vm, &e, sh->base.userdata);
+}
+
+static void on_hello_timeout(cvm_timer *t, void *ud) {
+        (void)t;
+        sim_vm *sv = ud;
+        cvm_error e;
+        cvm_error_set(&e, -ETIMEDOUT, "the agent of %s did not say hello within %d ms", sv->vm->id,
+                      SIM_HELLO_TIMEOUT_MS);
+        step_done(sv, e.code, &e, 0, 0, 0);
+}
+
+/* The boot model's time is over: the kernel starts the agent. */
+static void on_boot_timer(cvm_timer *t, void *ud) {
+        (void)t;
+        sim_vm *sv = ud;
+        sim_host *sh = sv->sh;
+        cvm_error err = {0};
+        int fds[2] = {-1, -1};
+        int r = 0;
+        if (mkdir(sv->workdir, 0700) < 0 && errno != EEXIST)
+                r = cvm_error_set_errno(&err, -errno, "cannot create %s", CVM_QUOTE(sv->workdir));
+        if (r >= 0 && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0)
+                r = cvm_error_set_errno(&err, -errno, "socketpair");
+        if (r >= 0)
+                r = spawn_agent(sv, fds[1], &err);
+        if (fds[1] >= 0)
+                close(fds[1]);
+        if (r >= 0) {
+                cvm_agent_client_opts o = {.heartbeat_interval_ms = sh->cfg.heartbeat_ms};
+                cvm_agent_client_cbs cbs = {.on_hello = on_hello, .on_closed = on_agent_closed};
+                r = cvm_agent_client_new(sh->loop, fds[0], &o, &cbs, sv, &sv->agent, &err);
+                fds[0] = -1;
+        }
+        if (fds[0] >= 0)
+                close(fds[0]);
+        if (r < 0) {
+                cvm_error_prefix(&err, "cannot start the agent of %s: ", sv->vm->id);
+                step_done(sv, r, &err, 0, 0, 0);
+                return;
+        }
+        cvm_timer_free(sv->timer);
+        sv->timer = NULL;
+        if (cvm_timer_new(sh->clock, on_hello_timeout, sv, &sv->timer, &err) >= 0)
+                cvm_timer_start(sv->timer, (uint64_t)SIM_HELLO_TIMEOUT_MS * CVM_NSEC_PER_MSEC);
+}
+
+static int sim_boot(cvm_host *host, cvm_vm *vm, cvm_host_step_cb cb, cvm_error *err) {
+        sim_host *sh = (sim_host *)host;
+        sim_vm *sv = vm->host_data;
+        cvm_timer_free(sv->timer);
+        sv->timer = NULL;
+        int r = cvm_timer_new(sh->clock, on_boot_timer, sv, &sv->timer, err);
+        if (r < 0)
+                return r;
+        start_step(sv, cb);
+        uint64_t ms = (uint64_t)vm->image->spec.firmware_boot_ms + vm->image->spec.kernel_boot_ms;
+        cvm_timer_start(sv->timer, ms * CVM_NSEC_PER_MSEC);
+        return 0;
+}
+
+typedef struct sim_invoke {
+        sim_vm *sv;
+        cvm_host_invoke_cb cb;
+        void *userdata;
+} sim_invoke;
+
+static void on_result(cvm_agent_client *c, uint64_t id, const cvm_agent_result *result,
+                      const cvm_error *err, void *ud) {
+        (void)c;
+        (void)id;
+        sim_invoke *si = ud;
+        sim_invoke copy = *si;
+        free(si);
+        copy.cb(copy.sv->vm, result, err, copy.userdata);
+}
+
+static int sim_invoke_fn(cvm_host *host, cvm_vm *vm, uint64_t id, uint32_t timeout_ms,
+                         const void *body, size_t len, cvm_host_invoke_cb cb, void *userdata,
+                         cvm_error *err) {
+        (void)host;
+        sim_vm *sv = vm->host_data;
+        if (!sv || !sv->agent)
+                return cvm_error_set(err, -ECONNRESET, "vm %s has no agent", vm->id);
+        sim_invoke *si = malloc(sizeof(*si));
+        if (!si)
+                return cvm_error_set(err, -ENOMEM, "out of memory");
+        *si = (sim_invoke){.sv = sv, .cb = cb, .userdata = userdata};
+        int r = cvm_agent_client_invoke(sv->agent, id, timeout_ms, body, len, on_result, si, err);
+        if (r < 0)
+                free(si);
+        return r;
+}
+
+/* Teardown: stop the VM's processes, give its ASID back to the PSP, remove
+ * its working directory (off the loop), then report. */
+
+static void sim_vm_free(sim_vm *sv) {
+        sim_host *sh = sv->sh;
+        if (sv->prev)
+                sv->prev->next = sv->next;
+        else
+                sh->vms = sv->next;
+        if (sv->next)
+                sv->next->prev = sv->prev;
+        cvm_timer_free(sv->timer);
+        free(sv->workdir);
+        free(sv);
+}
+
+/* The removal owns only its path, so it may outlive the VM and the host. */
+typedef struct rm_work {
+        uv_work_t req;
+        char *path;
+} rm_work;
+
+static void rm_run(uv_work_t *req) {
+        rm_tree(((rm_work *)req->data)->path);
+}
+
+static void rm_done(uv_work_t *req, int status) {
+        (void)status;
+        rm_work *w = req->data;
+        free(w->path);
+        free(w);
+}
+
+static void finish_teardown(sim_vm *sv) {
+        rm_work *w = calloc(1, sizeof(*w));
+        if (w) {
+                w->req.data = w;
+                w->path = sv->workdir;
+                if (uv_queue_work(sv->sh->loop, &w->req, rm_run, rm_done) == 0)
+                        sv->workdir = NULL;
+                else
+                        free(w);
+        }
+        /* Without a worker, remove on the loop rather than leak the directory. */
+        if (sv->workdir)
+                rm_tree(sv->workdir);
+        cvm_vm *vm = sv->vm;
+        cvm_host_step_cb cb = sv->teardown_cb;
+        vm->host_data = NULL;
+        sim_vm_free(sv);
+        cvm_host_step st = {0};
+        cb(vm, &st);
+}
+
+static void on_decommissioned(const cvm_psp_completion *c, void *ud) {
+        sim_vm *sv = ud;
+        if (c->result < 0)
+                log_warn("sim: DECOMMISSION of ASID %u failed: %s", c->asid, c->err->message);
+        finish_teardown(sv);
+}
+
+static void kill_processes(sim_vm *sv) {
+        cvm_agent_client_free(sv->agent);
+        sv->agent = NULL;
+        if (sv->pid > 0)
+                kill(-sv->pid, SIGKILL);
+}
+
+static void sim_teardown(cvm_host *host, cvm_vm *vm, cvm_host_step_cb cb) {
+        sim_host *sh = (sim_host *)host;
+        sim_vm *sv = vm->host_data;
+        sv->tearing_down = true;
+        sv->teardown_cb = cb;
+        sv->step_cb = NULL;
+        cvm_timer_stop(sv->timer);
+        /* An unfinished launch gives back its own ASID. */
+        cvm_psp_sim_launch_abort(sv->launch);
+        sv->launch = NULL;
+        kill_processes(sv);
+        cvm_error err = {0};
+        if (sv->asid &&
+            cvm_psp_sim_decommission(sh->psp, sv->asid, vm->id, on_decommissioned, sv, &err) >= 0)
+                return;
+        if (sv->asid)
+                log_warn("sim: cannot decommission ASID %u of %s: %s", sv->asid, vm->id,
+                         err.message);
+        finish_teardown(sv);
+}
+
+static json_t *sim_vm_json(cvm_host *host, cvm_vm *vm) {
+        (void)host;
+        sim_vm *sv = vm->host_data;
+        if (!sv)
+                return NULL;
+        return json_pack("{s:s, s:i, s:i, s:s}", "type", "sim", "pid", (int)sv->pid, "asid",
+                         (int)sv->asid, "workdir", sv->workdir);
+}
+
+static json_t *sim_psp_json(cvm_host *host) {
+        sim_host *sh = (sim_host *)host;
+        cvm_psp_sim_stats st;
+        cvm_psp_sim_stats_get(sh->psp, &st);
+        json_t *commands = json_object(), *pages = json_object();
+        for (int i = 0; i < CVM_PSP_CMD_COUNT; i++)
+                json_object_set_new(commands, cvm_psp_cmd_type_to_string((cvm_psp_cmd_type)i),
+                                    json_integer((json_int_t)st.commands[i]));
+        for (int i = 1; i <= CVM_PSP_PAGE_TYPE_MAX; i++)
+                json_object_set_new(pages, cvm_psp_page_type_to_string((uint32_t)i),
+                                    json_integer((json_int_t)st.pages[i]));
+        enum { MAX_LISTED = 100 };
+        cvm_psp_queue_entry entries[MAX_LISTED];
+        size_t total = cvm_psp_sim_list(sh->psp, entries, MAX_LISTED);
+        json_t *queue = json_array();
+        for (size_t i = 0; i < total && i < MAX_LISTED; i++) {
+                cvm_psp_queue_entry *e = &entries[i];
+                json_t *j = json_pack("{s:s, s:s, s:b, s:f}", "command",
+                                      cvm_psp_cmd_type_to_string(e->type), "owner", e->owner,
+                                      "in_service", e->in_service, "waiting_ms",
+                                      (double)((st.now_ns - e->submit_ns) / 1000) / 1e3);
+                if (e->type == CVM_PSP_CMD_LAUNCH_UPDATE)
+                        json_object_set_new(j, "page_type",
+                                            json_string(cvm_psp_page_type_to_string(e->page_type)));
+                json_array_append_new(queue, j);
+        }
+        uint64_t span = st.now_ns - st.since_ns;
+        return json_pack("{s:s, s:s, s:b, s:I, s:I, s:f, s:f, s:o, s:o, s:I, s:I, s:{s:i, s:i, "
+                         "s:i, s:i}, s:o}",
+                         "host", "sim", "schedule", sh->cfg.schedule, "busy", st.busy,
+                         "queue_depth", (json_int_t)st.queue_depth, "launches",
+                         (json_int_t)st.launches, "busy_ms", (double)(st.busy_ns / 1000) / 1e3,
+                         "utilisation", span ? (double)st.busy_ns / (double)span : 0.0, "commands",
+                         commands, "pages", pages, "df_flushes", (json_int_t)st.df_flushes,
+                         "failed", (json_int_t)st.failed, "asids", "total", (int)st.asids_total,
+                         "free", (int)st.asids_free, "dirty", (int)st.asids_dirty, "in_use",
+                         (int)st.asids_in_use, "queue", queue);
+}
+
+static void sigchld_closed(uv_handle_t *h) {
+        free(h->data);
+}
+
+static void sim_free(cvm_host *host) {
+        sim_host *sh = (sim_host *)host;
+        if (!sh)
+                return;
+        while (sh->vms) {
+                sim_vm *sv = sh->vms;
+                kill_processes(sv);
+                if (sv->pid > 0)
+                        waitpid(sv->pid, NULL, 0);
+                rm_tree(sv->workdir);
+                sv->vm->host_data = NULL;
+                sim_vm_free(sv);
+        }
+        for (size_t i = 0; i < sh->n_pids; i++)
+                waitpid(sh->pids[i], NULL, WNOHANG);
+        uv_close((uv_handle_t *)&sh->sigchld, sigchld_closed);
+        cvm_psp_sim_free(sh->psp);
+        sim_config_done(&sh->cfg);
+        free(sh->pids);
+        free(sh->root);
+        /* sh itself is freed when the signal handle has closed. */
+}
+
+static const cvm_host_ops sim_ops = {
+        .name = "sim",
+        .prepare = sim_prepare,
+        .launch = sim_launch,
+        .boot = sim_boot,
+        .invoke = sim_invoke_fn,
+        .teardown = sim_teardown,
+        .vm_json = sim_vm_json,
+        .psp_json = sim_psp_json,
+        .free = sim_free,
+};
+
+int cvm_sim_host_new(uv_loop_t *loop, cvm_clock *clock, json_t *sim, json_t *psp,
+                     const char *state_dir, cvm_host **ret, cvm_error *err) {
+        sim_config cfg;
+        int r = sim_config_parse(sim, psp, &cfg, err);
+        if (r < 0)
+                return r;
+        if (access(cfg.agent, X_OK) < 0) {
+                r = cvm_error_set_errno(err, -errno, "sim: the agent %s cannot be run",
+                                        CVM_QUOTE(cfg.agent));
+                sim_config_done(&cfg);
+                return r;
+        }
+        sim_host *sh = calloc(1, sizeof(*sh));
+        if (!sh) {
+                sim_config_done(&cfg);
+                return cvm_error_set(err, -ENOMEM, "out of memory");
+        }
+        sh->cfg = cfg;
+        sh->base.ops = &sim_ops;
+        sh->loop = loop;
+        sh->clock = clock;
+        if (asprintf(&sh->root, "%s/sim", state_dir) < 0) {
+                sh->root = NULL;
+                r = cvm_error_set(err, -ENOMEM, "out of memory");
+        }
+        if (r >= 0) {
+                /* Working directories left by a daemon that died are stale. */
+                rm_tree(sh->root);
+                if (mkdir(sh->root, 0700) < 0 && errno != EEXIST)
+                        r = cvm_error_set_errno(err, -errno, "cannot create %s",
+                                                CVM_QUOTE(sh->root));
+        }
+        if (r >= 0)
+                r = cvm_psp_sim_new(clock, &cfg.psp, &sh->psp, err);
+        if (r < 0) {
+                cvm_psp_sim_free(sh->psp);
+                sim_config_done(&sh->cfg);
+                free(sh->root);
+                free(sh);
+                return r;
+        }
+        uv_signal_init(loop, &sh->sigchld);
+        sh->sigchld.data = sh;
+        uv_signal_start(&sh->sigchld, on_sigchld, SIGCHLD);
+        log_info("sim host: %u ASIDs, PSP schedule %s, agent %s", cfg.psp.asids, cfg.schedule,
+                 CVM_QUOTE(cfg.agent));
+        *ret = &sh->base;
+        return 0;
+}
