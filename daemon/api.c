@@ -95,6 +95,14 @@ static const cvm_http_route routes[] = {
         {"DELETE", "/v1/vms/{id}", cvm_api_delete_vm, 0},
         {"POST", "/v1/vms/{id}/invoke", cvm_api_invoke_vm, 0},
         {"GET", "/v1/psp", cvm_api_psp, 0},
+        {"GET", "/v1/functions", cvm_api_list_functions, 0},
+        {"PUT", "/v1/functions/{name}", cvm_api_put_function, CVM_HTTP_JSON},
+        {"GET", "/v1/functions/{name}", cvm_api_get_function, 0},
+        {"DELETE", "/v1/functions/{name}", cvm_api_delete_function, 0},
+        {"PUT", "/v1/functions/{name}/pool", cvm_api_put_pool, CVM_HTTP_JSON},
+        {"POST", "/v1/functions/{name}/invoke", cvm_api_invoke_function, 0},
+        {"GET", "/v1/invocations/{id}", cvm_api_get_invocation, 0},
+        {"GET", "/v1/pool", cvm_api_get_pool, 0},
 };
 
 const cvm_http_route *cvm_api_routes(size_t *ret_n) {

@@ -15,3 +15,15 @@ void cvm_api_get_vm(cvm_http_req *req, void *userdata);
 void cvm_api_delete_vm(cvm_http_req *req, void *userdata);
 void cvm_api_invoke_vm(cvm_http_req *req, void *userdata);
 void cvm_api_psp(cvm_http_req *req, void *userdata);
+
+/* api_functions.c */
+struct cvm_inv_result;
+void cvm_api_reply_invocation(cvm_http_req *req, const struct cvm_inv_result *result);
+void cvm_api_put_function(cvm_http_req *req, void *userdata);
+void cvm_api_put_pool(cvm_http_req *req, void *userdata);
+void cvm_api_list_functions(cvm_http_req *req, void *userdata);
+void cvm_api_get_function(cvm_http_req *req, void *userdata);
+void cvm_api_delete_function(cvm_http_req *req, void *userdata);
+void cvm_api_invoke_function(cvm_http_req *req, void *userdata);
+void cvm_api_get_invocation(cvm_http_req *req, void *userdata);
+void cvm_api_get_pool(cvm_http_req *req, void *userdata);

@@ -9,6 +9,7 @@
 #include "daemon.h"
 #include "json.h"
 #include "log.h"
+#include "function.h"
 #include "vm.h"
 
 #define INVOKE_TIMEOUT_DEFAULT_MS 30000
@@ -69,7 +70,7 @@ static void on_image(cvm_image *img, const cvm_error *err, void *ud) {
                 return;
         }
         cvm_error e = {0};
-        int r = cvm_vms_launch(c->d->vms, img, &c->handler, c->concurrency, NULL, "api",
+        int r = cvm_vms_launch(c->d->vms, img, &c->handler, c->concurrency, NULL, true,
                                on_vm_launched, c, &c->vm, &e);
         cvm_image_unref(img);
         if (r < 0)
@@ -151,9 +152,12 @@ void cvm_api_delete_vm(cvm_http_req *req, void *ud) {
         cvm_vm *vm = find_vm(req, ud);
         if (!vm)
                 return;
-        /* Teardown happens off the request path; the answer says it started. */
+        /* Teardown happens off the request path; the answer says it started.
+         * The VM may be gone when retire returns: keep its id. */
+        char id[CVM_VM_ID_SIZE];
+        snprintf(id, sizeof(id), "%s", vm->id);
         cvm_vm_retire(vm, "deleted through the API");
-        cvm_http_reply_json(req, 202, json_pack("{s:s, s:s}", "id", vm->id, "state", "stopping"));
+        cvm_http_reply_json(req, 202, json_pack("{s:s, s:s}", "id", id, "state", "stopping"));
 }
 
 /* POST /v1/vms/{id}/invoke */
@@ -176,116 +180,31 @@ static void invoke_cancelled(cvm_http_req *req, void *ud) {
         ((invoke_ctx *)ud)->cancelled = true;
 }
 
-static void add_timing_headers(cvm_http_req *req, const invoke_ctx *c, uint64_t exec_ns) {
-        char timing[128];
-        snprintf(timing, sizeof(timing), "exec;dur=%.3f", (double)exec_ns / 1e6);
-        cvm_http_req_add_header(req, "Cvm-Start", "warm");
-        cvm_http_req_add_header(req, "Cvm-Vm-Id", c->vm_id);
-        cvm_http_req_add_header(req, "Cvm-Invocation-Id", c->id);
-        cvm_http_req_add_header(req, "Server-Timing", timing);
-}
-
-/* Bytes from a handler as a JSON string: invalid UTF-8 becomes '?'. */
-static json_t *text_json(const uint8_t *p, size_t n) {
-        json_t *s = json_stringn(p ? (const char *)p : "", p ? n : 0);
-        if (s)
-                return s;
-        _cleanup_free_ char *copy = malloc(n + 1);
-        if (!copy)
-                return json_string("");
-        for (size_t i = 0; i < n; i++)
-                copy[i] = p[i] >= 0x20 && p[i] < 0x7f ? (char)p[i] : (p[i] == '\n' ? '\n' : '?');
-        return json_stringn(copy, n);
-}
-
-/* Turns the agent's answer into a response and the invocation's status. */
-static const char *reply_outcome(cvm_http_req *req, const invoke_ctx *c, cvm_vm *vm,
-                                 const cvm_vm_outcome *out, char *msg, size_t msg_size) {
-        const cvm_agent_result *a = out->agent;
-        if (!a) {
-                snprintf(msg, msg_size, "%s", out->err->message);
-                if (out->result == -ETIMEDOUT) {
-                        cvm_http_reply_error(req, 504, "timeout", "vm %s stopped answering: %s",
-                                             c->vm_id, msg);
-                        return "timeout";
-                }
-                cvm_http_reply_error(req, 502, "bad_gateway",
-                                     "vm %s failed during the invocation: %s", c->vm_id, msg);
-                return "vm_failed";
-        }
-        switch (a->status) {
-        case CVM_AGENT_STATUS_OK:
-                cvm_http_reply(req, 200, "application/octet-stream", a->output, a->output_len);
-                return "ok";
-        case CVM_AGENT_STATUS_TIMEOUT:
-                snprintf(msg, msg_size, "the handler ran past its timeout of %u ms", c->timeout_ms);
-                cvm_http_reply_error(req, 504, "timeout", "%s", msg);
-                return "timeout";
-        case CVM_AGENT_STATUS_BUSY:
-                snprintf(msg, msg_size, "vm %s runs its maximum of %u invocations", vm->id,
-                         vm->concurrency);
-                cvm_http_req_add_header(req, "Retry-After", "1");
-                cvm_http_reply_error(req, 429, "overloaded", "%s", msg);
-                return "rejected";
-        default: break;
-        }
-        /* The function failed: its exit status and stderr tail tell why. */
-        if (a->status == CVM_AGENT_STATUS_FAILED && a->term_signal)
-                snprintf(msg, msg_size, "the handler was killed by signal %u", a->term_signal);
-        else if (a->status == CVM_AGENT_STATUS_FAILED)
-                snprintf(msg, msg_size, "the handler exited with status %u", a->exit_code);
-        else if (a->status == CVM_AGENT_STATUS_TOO_LARGE)
-                snprintf(msg, msg_size, "the handler's response is larger than the limit");
-        else
-                snprintf(msg, msg_size, "the handler could not be started");
-        json_t *body = json_pack("{s:s, s:s, s:o}", "error", "function_failed", "message", msg,
-                                 "stderr", text_json(a->stderr_tail, a->stderr_len));
-        if (body && a->status == CVM_AGENT_STATUS_FAILED) {
-                json_object_set_new(body, "exit_code", json_integer(a->exit_code));
-                json_object_set_new(body, "signal", json_integer(a->term_signal));
-        }
-        cvm_http_reply_json(req, 500, body);
-        return "failed";
-}
-
-/* The handler's stderr goes to the daemon's log, bounded by the agent's tail
- * and by the quoting, one line per invocation. */
-static void log_stderr(const invoke_ctx *c, const cvm_agent_result *a) {
-        if (!a || !a->stderr_len)
-                return;
-        char tail[161];
-        size_t n = a->stderr_len < sizeof(tail) - 1 ? a->stderr_len : sizeof(tail) - 1;
-        memcpy(tail, a->stderr_tail + (a->stderr_len - n), n);
-        tail[n] = '\0';
-        log_info("%s on %s: handler stderr: %s", c->id, c->vm_id, CVM_QUOTE(tail));
-}
-
 static void on_invoked(cvm_vm *vm, const cvm_vm_outcome *out, void *ud) {
         invoke_ctx *c = ud;
-        log_stderr(c, out->agent);
-        char msg[CVM_ERROR_MESSAGE_MAX] = "";
-        const char *status = "cancelled";
-        uint64_t bytes_out = out->agent ? out->agent->output_len : 0;
+        char msg[CVM_ERROR_MESSAGE_MAX];
+        cvm_inv_result r = {.id = c->id, .vm_id = c->vm_id};
+        cvm_inv_result_from_outcome(out, c->timeout_ms, &r, msg, sizeof(msg));
+        r.total_ns = uv_hrtime() - c->started_ns;
+        if (out->agent && out->agent->stderr_len)
+                log_info("%s on %s: handler stderr: %s", c->id, vm->id,
+                         CVM_QUOTE((const char *)out->agent->stderr_tail));
         if (!c->cancelled) {
                 cvm_http_req_set_cancel(c->req, NULL, NULL);
-                add_timing_headers(c->req, c, out->exec_ns);
-                status = reply_outcome(c->req, c, vm, out, msg, sizeof(msg));
+                cvm_api_reply_invocation(c->req, &r);
         }
         cvm_invocation_record rec = {
                 .id = c->id,
                 .vm_id = c->vm_id,
                 .start_kind = "warm",
-                .status = status,
-                .error = msg[0] ? msg : NULL,
+                .status = c->cancelled ? "cancelled" : r.status,
+                .error = r.http_status == 200 ? NULL : r.message,
                 .started_ms = c->started_ms,
                 .exec_ns = out->exec_ns,
-                .total_ns = uv_hrtime() - c->started_ns,
-                .exit_code = out->agent && out->agent->status <= CVM_AGENT_STATUS_FAILED &&
-                                             !out->agent->term_signal
-                                     ? out->agent->exit_code
-                                     : -1,
+                .total_ns = r.total_ns,
+                .exit_code = r.exit_code,
                 .bytes_in = c->bytes_in,
-                .bytes_out = bytes_out,
+                .bytes_out = r.output_len,
         };
         cvm_vms_record_invocation(c->d->vms, &rec);
         free(c);
@@ -348,5 +267,8 @@ void cvm_api_invoke_vm(cvm_http_req *req, void *ud) {
 
 void cvm_api_psp(cvm_http_req *req, void *ud) {
         cvmd *d = ud;
-        cvm_http_reply_json(req, 200, d->host->ops->psp_json(d->host));
+        json_t *j = d->host->ops->psp_json(d->host);
+        if (j)
+                json_object_set_new(j, "scheduler", cvm_sched_to_json(d->sched));
+        cvm_http_reply_json(req, 200, j);
 }

@@ -11,7 +11,9 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "function.h"
 #include "cleanup.h"
+#include "json.h"
 #include "listen.h"
 #include "sim.h"
 #include "log.h"
@@ -55,10 +57,71 @@ static int lock_state_dir(const char *dir, int *ret_fd, cvm_error *err) {
         return 0;
 }
 
+static uint32_t host_asids(void *userdata) {
+        cvm_host *host = userdata;
+        return host->ops->asids_available(host);
+}
+
 static void on_vm_died(cvm_vm *vm, const cvm_error *why, void *userdata) {
         (void)userdata;
         log_warn("vm %s died: %s", vm->id, why->message);
         cvm_vm_retire(vm, why->message);
+}
+
+static const char *const pool_fields[] = {"memory_mib", "vms", NULL};
+static const char *const functions_fields[] = {"max", "async_retention_s", "async_max", NULL};
+
+/* The "pool" and "functions" sections. */
+static int functions_deps(const cvm_config *cfg, cvm_functions_deps *ret, cvm_error *err) {
+        long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+        *ret = (cvm_functions_deps){
+                .limits = {.max_request_bytes = cfg->http.max_body_bytes,
+                           .max_response_bytes = 6u << 20},
+                /* VM memory may take three quarters of the host's by default. */
+                .budget = {.memory_mib = pages > 0 && page > 0
+                                                 ? (uint64_t)pages * (uint64_t)page / 4 * 3 >> 20
+                                                 : 0},
+                .max_functions = CVM_FUNCTIONS_MAX,
+                .async_retention_s = 600,
+                .async_max = 10000,
+        };
+        json_t *pool = json_object_get(cfg->sections, "pool");
+        json_t *fns = json_object_get(cfg->sections, "functions");
+        int64_t v;
+        int r;
+        if (pool) {
+                if ((r = cvm_json_check_fields(pool, "pool", pool_fields, err)) < 0)
+                        return r;
+                v = (int64_t)ret->budget.memory_mib;
+                if ((r = cvm_json_get_int(pool, "pool", "memory_mib", false, 0, INT64_C(1) << 40,
+                                          &v, err)) < 0)
+                        return r;
+                ret->budget.memory_mib = (uint64_t)v;
+                v = 0;
+                if ((r = cvm_json_get_int(pool, "pool", "vms", false, 0, 65536, &v, err)) < 0)
+                        return r;
+                ret->budget.vms = (uint32_t)v;
+        }
+        if (fns) {
+                if ((r = cvm_json_check_fields(fns, "functions", functions_fields, err)) < 0)
+                        return r;
+                v = ret->max_functions;
+                if ((r = cvm_json_get_int(fns, "functions", "max", false, 1, CVM_FUNCTIONS_MAX, &v,
+                                          err)) < 0)
+                        return r;
+                ret->max_functions = (uint32_t)v;
+                v = ret->async_retention_s;
+                if ((r = cvm_json_get_int(fns, "functions", "async_retention_s", false, 1, 86400,
+                                          &v, err)) < 0)
+                        return r;
+                ret->async_retention_s = (uint32_t)v;
+                v = ret->async_max;
+                if ((r = cvm_json_get_int(fns, "functions", "async_max", false, 1, 1000000, &v,
+                                          err)) < 0)
+                        return r;
+                ret->async_max = (uint32_t)v;
+        }
+        return 0;
 }
 
 int cvmd_check_sections(const cvm_config *cfg, cvm_error *err) {
@@ -72,6 +135,9 @@ int cvmd_check_sections(const cvm_config *cfg, cvm_error *err) {
         if (r >= 0)
                 r = cvm_sim_check_config(json_object_get(cfg->sections, "sim"),
                                          json_object_get(cfg->sections, "psp"), err);
+        cvm_functions_deps fd;
+        if (r >= 0)
+                r = functions_deps(cfg, &fd, err);
         return r;
 }
 
@@ -169,7 +235,30 @@ int cvmd_start(cvmd *d, cvm_config *cfg, cvm_error *err) {
         d->host_runs_handlers = true;
         d->host->on_died = on_vm_died;
         d->host->userdata = d;
-        if ((r = cvm_vms_new(d->host, d->store, &d->vms, err)) < 0)
+        cvm_sched_config sc;
+        cvm_sched_config_default(&sc);
+        if (psp && (r = cvm_sched_config_parse(psp, "psp", &sc, err)) < 0)
+                return cvm_error_prefix(err, "config: ");
+        if ((r = cvm_sched_new(d->clock, &sc, host_asids, d->host, &d->sched, err)) < 0)
+                return r;
+        d->host->sched = d->sched;
+        if ((r = cvm_vms_new(d->host, d->store, d->sched, d->clock, &d->vms, err)) < 0)
+                return r;
+        cvm_functions_deps fd;
+        if ((r = functions_deps(&d->cfg, &fd, err)) < 0)
+                return cvm_error_prefix(err, "config: ");
+        fd.loop = &d->loop;
+        fd.clock = d->clock;
+        fd.store = d->store;
+        fd.vms = d->vms;
+        fd.images = d->images;
+        fd.sched = d->sched;
+        fd.limits.image_defaults = &d->image_defaults;
+        fd.limits.check_executable = d->host_runs_handlers;
+        if (!fd.budget.vms)
+                fd.budget.vms = d->host->ops->asids_available(d->host);
+        if ((r = cvm_functions_new(&fd, &d->functions, err)) < 0 ||
+            (r = cvm_functions_restore(d->functions, err)) < 0)
                 return r;
 
         cvm_http_limits limits = {.max_body_bytes = d->cfg.http.max_body_bytes,
@@ -212,6 +301,9 @@ static void remove_sockets(cvmd *d) {
 
 /* Kills every guest (the host does it without callbacks), then forgets them. */
 static void release_guests(cvmd *d) {
+        /* The pools go first: they only forget, the host does the killing. */
+        cvm_functions_free(d->functions);
+        d->functions = NULL;
         if (d->host) {
                 size_t n = cvm_vms_count(d->vms);
                 if (n)
@@ -221,6 +313,8 @@ static void release_guests(cvmd *d) {
         }
         cvm_vms_free(d->vms);
         d->vms = NULL;
+        cvm_sched_free(d->sched);
+        d->sched = NULL;
         cvm_image_cache_free(d->images);
         d->images = NULL;
 }

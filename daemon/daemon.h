@@ -28,8 +28,10 @@ typedef struct cvmd {
         cvm_store *store;
         cvm_http_server *http;
         cvm_host *host;
+        cvm_sched *sched;
         bool host_runs_handlers; /* Handlers run on this machine: check they exist. */
         cvm_vms *vms;
+        struct cvm_functions *functions;
         cvm_image_cache *images;
         cvm_image_spec image_defaults; /* The config's "image" section over built-ins. */
         cvm_notify notify;

@@ -65,6 +65,12 @@ static const char *const migrations[] = {
         " bytes_out INTEGER NOT NULL,"
         " error TEXT);"
         "CREATE INDEX invocations_function_time ON invocations (function, started_at_ms);",
+        /* 3: functions, restored at start. */
+        "CREATE TABLE functions ("
+        " name TEXT PRIMARY KEY,"
+        " spec TEXT NOT NULL,"
+        " created_at_ms INTEGER NOT NULL,"
+        " updated_at_ms INTEGER NOT NULL);",
 };
 
 static const char *const stmt_sql[CVM_STORE_STMT_COUNT] = {
@@ -84,6 +90,11 @@ static const char *const stmt_sql[CVM_STORE_STMT_COUNT] = {
                                  " started_at_ms, queue_us, psp_wait_us, psp_us, boot_us, exec_us,"
                                  " total_us, status, exit_code, bytes_in, bytes_out, error)"
                                  " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [CVM_STORE_FUNCTION_PUT] = "INSERT INTO functions (name, spec, created_at_ms,"
+                                   " updated_at_ms) VALUES (?1, ?2, ?3, ?3)"
+                                   " ON CONFLICT (name) DO UPDATE SET spec = ?2,"
+                                   " updated_at_ms = ?3",
+        [CVM_STORE_FUNCTION_DELETE] = "DELETE FROM functions WHERE name = ?",
 };
 
 #define MAX_VALS 24
@@ -100,6 +111,7 @@ typedef struct write_op {
 
 struct cvm_store {
         sqlite3 *db;
+        char *path;
         sqlite3_stmt *stmts[CVM_STORE_STMT_COUNT];
         pthread_t thread;
         bool thread_started;
@@ -336,6 +348,10 @@ int cvm_store_open(uv_loop_t *loop, const cvm_store_options *opts, cvm_store **r
         s->stats.capacity = s->cap;
         s->stats.schema_version = cvm_store_schema_version();
         int r = 0;
+        if (!(s->path = strdup(opts->path))) {
+                r = cvm_error_set(err, -ENOMEM, "out of memory");
+                goto fail;
+        }
         s->ring = calloc(s->cap, sizeof(*s->ring));
         s->batch = calloc(s->batch_max, sizeof(*s->batch));
         if (!s->ring || !s->batch) {
@@ -414,6 +430,7 @@ void cvm_store_close(cvm_store *s) {
                 sqlite3_close(s->db);
         }
         free(s->ring);
+        free(s->path);
         free(s->batch);
         free(s->completed);
         pthread_mutex_destroy(&s->lock);
@@ -477,4 +494,31 @@ void cvm_store_get_stats(cvm_store *s, cvm_store_stats *ret) {
         *ret = s->stats;
         ret->queued = s->count;
         pthread_mutex_unlock(&s->lock);
+}
+
+int cvm_store_read(cvm_store *s, const char *sql, cvm_store_row_cb cb, void *userdata,
+                   cvm_error *err) {
+        /* A connection of its own: WAL lets it read while the writer writes. */
+        sqlite3 *db = NULL;
+        sqlite3_stmt *st = NULL;
+        int r = 0;
+        if (sqlite3_open_v2(s->path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
+                    SQLITE_OK ||
+            sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+                r = sqlite_error(err, db, "reading", s->path);
+                goto out;
+        }
+        sqlite3_busy_timeout(db, 5000);
+        int rc;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                r = cb(st, userdata, err);
+                if (r < 0)
+                        goto out;
+        }
+        if (rc != SQLITE_DONE)
+                r = sqlite_error(err, db, "reading", s->path);
+out:
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+        return r;
 }

@@ -25,6 +25,8 @@ typedef enum cvm_store_stmt {
         /* id, function, vm_id, start_kind, started_at_ms, queue_us, psp_wait_us, psp_us,
          * boot_us, exec_us, total_us, status, exit_code, bytes_in, bytes_out, error */
         CVM_STORE_INVOCATION,
+        CVM_STORE_FUNCTION_PUT,    /* name, spec JSON, now_ms */
+        CVM_STORE_FUNCTION_DELETE, /* name */
         CVM_STORE_STMT_COUNT,
 } cvm_store_stmt;
 
@@ -87,4 +89,12 @@ int cvm_store_write(cvm_store *store, cvm_store_stmt stmt, const cvm_store_val *
 void cvm_store_flush(cvm_store *store);
 
 void cvm_store_get_stats(cvm_store *store, cvm_store_stats *ret);
+
+/* Reads rows with a connection of its own; it blocks, so the daemon calls it
+ * at start-up or from a worker thread, never on the loop. cb gets each row
+ * (a prepared statement positioned on it) and may stop with an error. */
+struct sqlite3_stmt;
+typedef int (*cvm_store_row_cb)(struct sqlite3_stmt *row, void *userdata, cvm_error *err);
+int cvm_store_read(cvm_store *store, const char *sql, cvm_store_row_cb cb, void *userdata,
+                   cvm_error *err);
 int cvm_store_schema_version(void);

@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <uv.h>
 
 #include "cleanup.h"
 #include "log.h"
@@ -14,6 +13,8 @@
 struct cvm_vms {
         cvm_host *host;
         cvm_store *store;
+        cvm_sched *sched;
+        cvm_clock *clock;
         cvm_vm *head;
         size_t count;
         uint64_t next_invoke_id;
@@ -45,12 +46,15 @@ int cvm_random_id(const char *prefix, char *buf, size_t size, cvm_error *err) {
         return 0;
 }
 
-int cvm_vms_new(cvm_host *host, cvm_store *store, cvm_vms **ret, cvm_error *err) {
+int cvm_vms_new(cvm_host *host, cvm_store *store, cvm_sched *sched, cvm_clock *clock, cvm_vms **ret,
+                cvm_error *err) {
         cvm_vms *vms = calloc(1, sizeof(*vms));
         if (!vms)
                 return cvm_error_set(err, -ENOMEM, "out of memory");
         vms->host = host;
         vms->store = store;
+        vms->sched = sched;
+        vms->clock = clock;
         vms->next_invoke_id = 1;
         *ret = vms;
         return 0;
@@ -101,14 +105,14 @@ static uint64_t us(uint64_t ns) {
 }
 
 static void record_launch(cvm_vm *vm, const cvm_error *err) {
-        uint64_t total = uv_hrtime() - vm->created_ns;
+        uint64_t total = cvm_clock_now(vm->vms->clock) - vm->created_ns;
         const cvm_snp_launch_pages *p = &vm->image->pages;
         uint64_t pages = p->normal + p->zero + p->secrets + p->cpuid + p->kernel_hashes + p->vmsa +
                          p->unmeasured;
         cvm_store_val v[] = {
                 CVM_STORE_S(vm->id),
                 CVM_STORE_S(vm->function),
-                CVM_STORE_S(vm->trigger),
+                CVM_STORE_S(vm->demand ? "demand" : "prewarm"),
                 CVM_STORE_I(vm->created_ms),
                 CVM_STORE_I((int64_t)us(vm->prepare_ns)),
                 CVM_STORE_I((int64_t)us(vm->psp_wait_ns)),
@@ -132,6 +136,8 @@ static void end_launch(cvm_vm *vm, const cvm_error *err) {
 
 static void on_torn_down(cvm_vm *vm, const cvm_host_step *step) {
         (void)step;
+        if (vm->on_gone)
+                vm->on_gone(vm, vm->owner);
         cvm_store_val v[] = {CVM_STORE_S(vm->id), CVM_STORE_I(cvm_wall_ms()),
                              CVM_STORE_S(vm->retire_reason), CVM_STORE_I((int64_t)vm->served)};
         cvm_store_write(vm->vms->store, CVM_STORE_VM_RETIRE, v, CVM_ARRAY_SIZE(v), NULL, NULL);
@@ -146,6 +152,8 @@ void cvm_vm_retire(cvm_vm *vm, const char *reason) {
         bool launching = vm->state != CVM_VM_READY;
         vm->state = CVM_VM_STOPPING;
         vm->retire_reason = strdup(reason);
+        cvm_sched_cancel(vm->sched_job);
+        vm->sched_job = NULL;
         if (launching) {
                 cvm_error e;
                 cvm_error_set(&e, -ECANCELED, "vm %s was stopped during its launch (%s)", vm->id,
@@ -158,6 +166,8 @@ void cvm_vm_retire(cvm_vm *vm, const char *reason) {
 
 static void fail_launch(cvm_vm *vm, const cvm_error *err) {
         log_warn("vm %s: launch failed: %s", vm->id, err->message);
+        cvm_sched_cancel(vm->sched_job);
+        vm->sched_job = NULL;
         record_launch(vm, err);
         end_launch(vm, err);
         if (vm->state != CVM_VM_STOPPING) {
@@ -173,7 +183,7 @@ static void on_booted(cvm_vm *vm, const cvm_host_step *step) {
                 return;
         }
         vm->boot_ns = step->duration_ns;
-        vm->ready_ns = uv_hrtime() - vm->created_ns;
+        vm->ready_ns = cvm_clock_now(vm->vms->clock) - vm->created_ns;
         vm->state = CVM_VM_READY;
         cvm_store_val v[] = {CVM_STORE_S(vm->id), CVM_STORE_I(cvm_wall_ms())};
         cvm_store_write(vm->vms->store, CVM_STORE_VM_READY, v, CVM_ARRAY_SIZE(v), NULL, NULL);
@@ -186,17 +196,36 @@ static void on_booted(cvm_vm *vm, const cvm_host_step *step) {
 }
 
 static void on_launched(cvm_vm *vm, const cvm_host_step *step) {
+        /* The PSP is free for the next launch the scheduler picks. */
+        cvm_sched_done(vm->sched_job, step->psp_ns);
+        vm->sched_job = NULL;
         if (step->result < 0) {
                 fail_launch(vm, step->err);
                 return;
         }
-        vm->psp_wait_ns = step->psp_wait_ns;
+        vm->psp_wait_ns = vm->sched_wait_ns + step->psp_wait_ns;
         vm->psp_ns = step->psp_ns;
         vm->asid = step->asid;
         vm->state = CVM_VM_BOOTING;
         cvm_error err = {0};
         if (vm->vms->host->ops->boot(vm->vms->host, vm, on_booted, &err) < 0)
                 fail_launch(vm, &err);
+}
+
+static void on_launch_turn(cvm_sched_job *job, void *userdata) {
+        (void)job;
+        cvm_vm *vm = userdata;
+        /* Time waiting for the scheduler is time waiting for the PSP. */
+        vm->sched_wait_ns = cvm_clock_now(vm->vms->clock) - vm->launch_queued_ns;
+        cvm_error err = {0};
+        if (vm->vms->host->ops->launch(vm->vms->host, vm, on_launched, &err) < 0)
+                fail_launch(vm, &err);
+}
+
+void cvm_vm_promote(cvm_vm *vm) {
+        vm->demand = true;
+        if (vm->sched_job)
+                cvm_sched_promote(vm->sched_job, CVM_SCHED_DEMAND);
 }
 
 static void on_prepared(cvm_vm *vm, const cvm_host_step *step) {
@@ -206,14 +235,18 @@ static void on_prepared(cvm_vm *vm, const cvm_host_step *step) {
         }
         vm->prepare_ns = step->duration_ns;
         vm->state = CVM_VM_LAUNCHING;
+        vm->launch_queued_ns = cvm_clock_now(vm->vms->clock);
+        /* The scheduler decides when this VM's launch runs on the PSP. */
         cvm_error err = {0};
-        if (vm->vms->host->ops->launch(vm->vms->host, vm, on_launched, &err) < 0)
+        if (cvm_sched_submit(vm->vms->sched, vm->demand ? CVM_SCHED_DEMAND : CVM_SCHED_PREWARM,
+                             vm->image->psp_ns, vm->id, on_launch_turn, vm, &vm->sched_job,
+                             &err) < 0)
                 fail_launch(vm, &err);
 }
 
 int cvm_vms_launch(cvm_vms *vms, cvm_image *image, const cvm_handler_spec *handler,
-                   uint32_t concurrency, const char *function, const char *trigger,
-                   cvm_vm_launch_cb cb, void *userdata, cvm_vm **ret, cvm_error *err) {
+                   uint32_t concurrency, const char *function, bool demand, cvm_vm_launch_cb cb,
+                   void *userdata, cvm_vm **ret, cvm_error *err) {
         if (vms->count >= CVM_VMS_MAX)
                 return cvm_error_set(err, -ENOSPC, "too many VMs: at most %d", CVM_VMS_MAX);
         cvm_vm *vm = calloc(1, sizeof(*vm));
@@ -232,9 +265,9 @@ int cvm_vms_launch(cvm_vms *vms, cvm_image *image, const cvm_handler_spec *handl
         vm->vms = vms;
         vm->image = cvm_image_ref(image);
         vm->concurrency = concurrency ? concurrency : 1;
-        vm->trigger = trigger;
+        vm->demand = demand;
         vm->state = CVM_VM_PREPARING;
-        vm->created_ns = uv_hrtime();
+        vm->created_ns = cvm_clock_now(vms->clock);
         vm->created_ms = cvm_wall_ms();
         vm->launch_cb = cb;
         vm->launch_data = userdata;
@@ -280,7 +313,7 @@ static void on_invoked(cvm_vm *vm, const cvm_agent_result *result, const cvm_err
         cvm_vm_outcome out = {.result = err ? err->code : 0,
                               .err = err,
                               .agent = result,
-                              .exec_ns = uv_hrtime() - ctx->started_ns};
+                              .exec_ns = cvm_clock_now(vm->vms->clock) - ctx->started_ns};
         cvm_vm_invoke_cb cb = ctx->cb;
         void *ud = ctx->userdata;
         free(ctx);
@@ -299,7 +332,8 @@ int cvm_vm_invoke(cvm_vm *vm, const cvm_vm_invocation *inv, uint32_t timeout_ms,
         invoke_ctx *ctx = malloc(sizeof(*ctx));
         if (!ctx)
                 return cvm_error_set(err, -ENOMEM, "out of memory");
-        *ctx = (invoke_ctx){.cb = cb, .userdata = userdata, .started_ns = uv_hrtime()};
+        *ctx = (invoke_ctx){
+                .cb = cb, .userdata = userdata, .started_ns = cvm_clock_now(vm->vms->clock)};
         int r = vm->vms->host->ops->invoke(vm->vms->host, vm, vm->vms->next_invoke_id++, timeout_ms,
                                            body, len, on_invoked, ctx, err);
         if (r < 0) {

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "host.h"
+#include "psp_sched.h"
 #include "image.h"
 #include "store.h"
 
@@ -36,21 +37,28 @@ struct cvm_vm {
         cvm_handler_spec handler;
         uint32_t concurrency;
         char *function; /* NULL for a VM created on its own. */
-        const char *trigger;
         /* Phase durations of the launch, in ns. */
         uint64_t created_ns, prepare_ns, psp_wait_ns, psp_ns, boot_ns, ready_ns;
+        uint64_t launch_queued_ns, sched_wait_ns;
         int64_t created_ms; /* Wall clock, for the store. */
         uint32_t asid;
         uint32_t active;     /* Invocations running now. */
         uint64_t served;     /* Invocations answered. */
         char *retire_reason; /* Why it is stopping. */
+        bool demand;         /* An invocation waits for its launch (else a prewarm). */
+        cvm_sched_job *sched_job;
         cvm_vm_launch_cb launch_cb;
         void *launch_data;
+        /* The owner (a function's pool) hears when the VM is gone. */
+        void (*on_gone)(cvm_vm *vm, void *owner);
+        void *owner;
         void *host_data; /* The host's per-VM state. */
         cvm_vm *prev, *next;
 };
 
-int cvm_vms_new(cvm_host *host, cvm_store *store, cvm_vms **ret, cvm_error *err);
+/* sched gates each VM's launch step (NULL: launch as soon as prepared). */
+int cvm_vms_new(cvm_host *host, cvm_store *store, cvm_sched *sched, cvm_clock *clock, cvm_vms **ret,
+                cvm_error *err);
 /* Kills every VM (the host does it without callbacks) and frees; NULL-safe. */
 void cvm_vms_free(cvm_vms *vms);
 
@@ -58,8 +66,10 @@ void cvm_vms_free(cvm_vms *vms);
  * cb runs once, later: when it is ready, or when it failed (then it is
  * gone). An error returned here means no VM was created and cb never runs. */
 int cvm_vms_launch(cvm_vms *vms, cvm_image *image, const cvm_handler_spec *handler,
-                   uint32_t concurrency, const char *function, const char *trigger,
-                   cvm_vm_launch_cb cb, void *userdata, cvm_vm **ret, cvm_error *err);
+                   uint32_t concurrency, const char *function, bool demand, cvm_vm_launch_cb cb,
+                   void *userdata, cvm_vm **ret, cvm_error *err);
+/* An invocation now waits for this VM's launch: it moves up to demand. */
+void cvm_vm_promote(cvm_vm *vm);
 /* Stops interest in a launch: cb will not run; the VM carries on. */
 void cvm_vm_forget_launch(cvm_vm *vm);
 

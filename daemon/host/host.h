@@ -51,6 +51,8 @@ typedef struct cvm_host_ops {
         json_t *(*vm_json)(cvm_host *host, cvm_vm *vm);
         /* The PSP's state for GET /v1/psp. */
         json_t *(*psp_json)(cvm_host *host);
+        /* ASIDs a launch could take now (free and dirty ones). */
+        uint32_t (*asids_available)(cvm_host *host);
         /* Kills every VM at once without callbacks (daemon exit), then frees. */
         void (*free)(cvm_host *host);
 } cvm_host_ops;
@@ -59,8 +61,13 @@ typedef struct cvm_host_ops {
  * crashed); the owner tears it down. */
 typedef void (*cvm_host_died_cb)(cvm_vm *vm, const cvm_error *why, void *userdata);
 
+struct cvm_sched;
+
 struct cvm_host {
         const cvm_host_ops *ops;
+        /* PSP work of teardowns (DECOMMISSION) goes through the scheduler, which
+         * defers it to idle moments; NULL runs it at once. */
+        struct cvm_sched *sched;
         cvm_host_died_cb on_died;
         void *userdata;
 };

@@ -19,6 +19,7 @@
 #include "cleanup.h"
 #include "json.h"
 #include "log.h"
+#include "psp_sched.h"
 #include "psp_sim.h"
 #include "vm.h"
 
@@ -32,7 +33,7 @@ typedef struct sim_config {
         uint32_t prepare_ms;   /* VMM set-up before the launch. */
         bool memory_limit;     /* RLIMIT_AS from the VM's memory size. */
         uint32_t heartbeat_ms; /* Agent heartbeat; 0 disables it. */
-        char *schedule;        /* psp.schedule: "none". */
+        char *schedule;        /* psp.schedule: "cvmd" or "none", for listings. */
         cvm_psp_sim_config psp;
 } sim_config;
 
@@ -65,6 +66,8 @@ struct sim_host {
         sim_vm *vms;
         uv_signal_t sigchld;
         pid_t *pids; /* Children not reaped yet. */
+        struct sim_release *releases;
+        uint64_t decommission_ns;
         size_t n_pids, cap_pids;
 };
 
@@ -72,7 +75,9 @@ struct sim_host {
 
 static const char *const sim_fields[] = {"agent", "prepare_ms", "memory_limit", "heartbeat_ms",
                                          NULL};
-static const char *const psp_fields[] = {"schedule", "asids", "max_queue", "costs", NULL};
+/* The "psp" section is shared: the simulated PSP's keys and the scheduler's. */
+static const char *const psp_fields[] = {"schedule", "window",    "aging_ms", "asid_reserve",
+                                         "asids",    "max_queue", "costs",    NULL};
 
 /* The agent ships next to cvmd, or in PREFIX/libexec/cvmd when installed. */
 static char *default_agent(void) {
@@ -121,19 +126,16 @@ static int sim_config_parse(json_t *sim, json_t *psp, sim_config *ret, cvm_error
                                              "field 'sim.agent' must be an absolute path");
         }
         if (psp) {
+                cvm_sched_config sc;
+                cvm_sched_config_default(&sc);
                 if ((r = cvm_json_check_fields(psp, "psp", psp_fields, err)) < 0 ||
                     (r = cvm_json_get_string(psp, "psp", "schedule", false, &schedule, err)) < 0 ||
+                    (r = cvm_sched_config_parse(psp, "psp", &sc, err)) < 0 ||
                     (r = cvm_psp_sim_config_parse(psp, "psp", &c.psp, err)) < 0)
                         return r;
-                if (schedule && strcmp(schedule, "none") != 0)
-                        return cvm_error_set(err, -EINVAL,
-                                             "field 'psp.schedule': %s is not available; this "
-                                             "version schedules \"none\" (each launch submits "
-                                             "its commands as it goes)",
-                                             CVM_QUOTE(schedule));
         }
         c.agent = agent ? strdup(agent) : default_agent();
-        c.schedule = strdup("none");
+        c.schedule = strdup(schedule ? schedule : "cvmd");
         if (!c.agent || !c.schedule) {
                 sim_config_done(&c);
                 return cvm_error_set(err, -ENOMEM, "out of memory");
@@ -496,6 +498,19 @@ static void rm_done(uv_work_t *req, int status) {
         free(w);
 }
 
+static void on_torn_down_timer(cvm_timer *t, void *ud) {
+        (void)t;
+        sim_vm *sv = ud;
+        cvm_vm *vm = sv->vm;
+        cvm_host_step_cb cb = sv->teardown_cb;
+        vm->host_data = NULL;
+        sim_vm_free(sv);
+        cvm_host_step st = {0};
+        cb(vm, &st);
+}
+
+/* The VM's processes are dead: remove its directory off the loop and report
+ * on the next turn, never inside teardown (the host contract). */
 static void finish_teardown(sim_vm *sv) {
         rm_work *w = calloc(1, sizeof(*w));
         if (w) {
@@ -509,19 +524,81 @@ static void finish_teardown(sim_vm *sv) {
         /* Without a worker, remove on the loop rather than leak the directory. */
         if (sv->workdir)
                 rm_tree(sv->workdir);
-        cvm_vm *vm = sv->vm;
-        cvm_host_step_cb cb = sv->teardown_cb;
-        vm->host_data = NULL;
-        sim_vm_free(sv);
-        cvm_host_step st = {0};
-        cb(vm, &st);
+        cvm_timer_free(sv->timer);
+        sv->timer = NULL;
+        if (cvm_timer_new(sv->sh->clock, on_torn_down_timer, sv, &sv->timer, NULL) < 0) {
+                on_torn_down_timer(NULL, sv);
+                return;
+        }
+        cvm_timer_start(sv->timer, 0);
+}
+
+/* An ASID on its way back: the DECOMMISSION runs when the scheduler lets it
+ * (when no launch waits, unless ASIDs run short), after the VM is gone. */
+typedef struct sim_release {
+        sim_host *sh;
+        uint32_t asid;
+        char owner[CVM_VM_ID_SIZE];
+        cvm_sched_job *job;
+        struct sim_release *prev, *next;
+} sim_release;
+
+static void release_free(sim_release *rel) {
+        sim_host *sh = rel->sh;
+        if (rel->prev)
+                rel->prev->next = rel->next;
+        else
+                sh->releases = rel->next;
+        if (rel->next)
+                rel->next->prev = rel->prev;
+        free(rel);
 }
 
 static void on_decommissioned(const cvm_psp_completion *c, void *ud) {
-        sim_vm *sv = ud;
+        sim_release *rel = ud;
         if (c->result < 0)
                 log_warn("sim: DECOMMISSION of ASID %u failed: %s", c->asid, c->err->message);
-        finish_teardown(sv);
+        cvm_sched_done(rel->job, c->service_ns);
+        release_free(rel);
+}
+
+static void on_release_turn(cvm_sched_job *job, void *ud) {
+        (void)job;
+        sim_release *rel = ud;
+        cvm_error err = {0};
+        if (cvm_psp_sim_decommission(rel->sh->psp, rel->asid, rel->owner, on_decommissioned, rel,
+                                     &err) < 0) {
+                log_warn("sim: cannot decommission ASID %u of %s: %s", rel->asid, rel->owner,
+                         err.message);
+                cvm_sched_done(rel->job, 0);
+                release_free(rel);
+        }
+}
+
+static void release_asid(sim_host *sh, uint32_t asid, const char *owner) {
+        sim_release *rel = calloc(1, sizeof(*rel));
+        cvm_error err = {0};
+        if (!rel) {
+                log_error("sim: out of memory: ASID %u of %s is not released", asid, owner);
+                return;
+        }
+        rel->sh = sh;
+        rel->asid = asid;
+        snprintf(rel->owner, sizeof(rel->owner), "%s", owner);
+        rel->next = sh->releases;
+        if (sh->releases)
+                sh->releases->prev = rel;
+        sh->releases = rel;
+        if (!sh->base.sched) {
+                on_release_turn(NULL, rel);
+                return;
+        }
+        if (cvm_sched_submit(sh->base.sched, CVM_SCHED_RELEASE, sh->decommission_ns, owner,
+                             on_release_turn, rel, &rel->job, &err) < 0) {
+                log_warn("sim: cannot queue the release of ASID %u: %s; releasing now", asid,
+                         err.message);
+                on_release_turn(NULL, rel);
+        }
 }
 
 static void kill_processes(sim_vm *sv) {
@@ -542,14 +619,15 @@ static void sim_teardown(cvm_host *host, cvm_vm *vm, cvm_host_step_cb cb) {
         cvm_psp_sim_launch_abort(sv->launch);
         sv->launch = NULL;
         kill_processes(sv);
-        cvm_error err = {0};
-        if (sv->asid &&
-            cvm_psp_sim_decommission(sh->psp, sv->asid, vm->id, on_decommissioned, sv, &err) >= 0)
-                return;
         if (sv->asid)
-                log_warn("sim: cannot decommission ASID %u of %s: %s", sv->asid, vm->id,
-                         err.message);
+                release_asid(sh, sv->asid, vm->id);
         finish_teardown(sv);
+}
+
+static uint32_t sim_asids_available(cvm_host *host) {
+        cvm_psp_sim_stats st;
+        cvm_psp_sim_stats_get(((sim_host *)host)->psp, &st);
+        return st.asids_free + st.asids_dirty;
 }
 
 static json_t *sim_vm_json(cvm_host *host, cvm_vm *vm) {
@@ -620,6 +698,10 @@ static void sim_free(cvm_host *host) {
         for (size_t i = 0; i < sh->n_pids; i++)
                 waitpid(sh->pids[i], NULL, WNOHANG);
         uv_close((uv_handle_t *)&sh->sigchld, sigchld_closed);
+        while (sh->releases) {
+                cvm_sched_cancel(sh->releases->job);
+                release_free(sh->releases);
+        }
         cvm_psp_sim_free(sh->psp);
         sim_config_done(&sh->cfg);
         free(sh->pids);
@@ -636,6 +718,7 @@ static const cvm_host_ops sim_ops = {
         .teardown = sim_teardown,
         .vm_json = sim_vm_json,
         .psp_json = sim_psp_json,
+        .asids_available = sim_asids_available,
         .free = sim_free,
 };
 
@@ -673,6 +756,7 @@ int cvm_sim_host_new(uv_loop_t *loop, cvm_clock *clock, json_t *sim, json_t *psp
         }
         if (r >= 0)
                 r = cvm_psp_sim_new(clock, &cfg.psp, &sh->psp, err);
+        sh->decommission_ns = cfg.psp.costs.decommission_ns;
         if (r < 0) {
                 cvm_psp_sim_free(sh->psp);
                 sim_config_done(&sh->cfg);

@@ -61,7 +61,7 @@ expect "the VM carries the launch digest a client can predict" "$got" "^$want\$"
 out=$(api POST "/v1/vms/$vm_echo/invoke" --data-binary 'hello')
 expect "a shell script handler answers" "$out" '^200 got: hello$'
 hdrs=$(curl -s -D - -o /dev/null --unix-socket "$SOCK" --data-binary x "http://cvmd/v1/vms/$vm_echo/invoke" | tr -d '\r')
-expect "invoke headers name the VM and the invocation" "$hdrs" "Cvm-Vm-Id: $vm_echo.*Cvm-Invocation-Id: inv-[0-9a-f]{16}.*Server-Timing: exec;dur="
+expect "invoke headers name the VM and the invocation" "$hdrs" "Cvm-Vm-Id: $vm_echo.*Cvm-Invocation-Id: inv-[0-9a-f]{16}.*Server-Timing: queue;dur=.*exec;dur="
 
 out=$(create '{"exec": ["'"$TMP/upper"'"]}')
 vm_upper=$(printf '%s' "${out#201 }" | json 'd["id"]')
