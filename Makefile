@@ -134,13 +134,10 @@ deps:
 			$$sudo apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-# The daemon on the sim host in the foreground, state under ./run.
+# The daemon on the sim host in the foreground, state under ./run, with the demo function.
 run: deps
 	@$(MAKE) --no-print-directory -j$(JOBS) all
-	@mkdir -p run
-	@echo "cvmd: in another terminal: export CVMD_SOCKET=$(CURDIR)/run/cvmd.sock; $(BUILD)/cvmctl health"
-	exec $(BUILD)/cvmd --config daemon/cvmd-dev.json --host $(HOST) --state-dir run \
-		--listen unix:run/cvmd.sock
+	@exec examples/run-dev.sh $(BUILD) $(HOST)
 
 # Every test, plain and under ASan+UBSan; the last line is "N passed, N failed".
 check: deps

@@ -103,6 +103,8 @@ static const cvm_http_route routes[] = {
         {"POST", "/v1/functions/{name}/invoke", cvm_api_invoke_function, 0},
         {"GET", "/v1/invocations/{id}", cvm_api_get_invocation, 0},
         {"GET", "/v1/pool", cvm_api_get_pool, 0},
+        {"GET", "/v1/stats", cvm_api_stats, 0},
+        {"GET", "/metrics", cvm_api_metrics, 0},
 };
 
 const cvm_http_route *cvm_api_routes(size_t *ret_n) {

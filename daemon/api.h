@@ -27,3 +27,7 @@ void cvm_api_delete_function(cvm_http_req *req, void *userdata);
 void cvm_api_invoke_function(cvm_http_req *req, void *userdata);
 void cvm_api_get_invocation(cvm_http_req *req, void *userdata);
 void cvm_api_get_pool(cvm_http_req *req, void *userdata);
+
+/* api_metrics.c */
+void cvm_api_metrics(cvm_http_req *req, void *userdata);
+void cvm_api_stats(cvm_http_req *req, void *userdata);

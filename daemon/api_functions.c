@@ -192,8 +192,7 @@ void cvm_api_invoke_function(cvm_http_req *req, void *ud) {
         }
         if (async) {
                 char location[64];
-                snprintf(location, sizeof(location), "/v1/invocations/%s",
-                         cvm_invocation_id(inv));
+                snprintf(location, sizeof(location), "/v1/invocations/%s", cvm_invocation_id(inv));
                 cvm_http_req_add_header(req, "Location", location);
                 cvm_http_reply_json(req, 202,
                                     json_pack("{s:s, s:s, s:s}", "id", cvm_invocation_id(inv),

@@ -131,17 +131,33 @@ int cvm_config_set_string(char **field, const char *value, cvm_error *err) {
         return 0;
 }
 
-static const char *const top_fields[] = {"listen",    "state_dir",   "db",   "host",
-                                         "log_level", "socket_mode", "http", "shutdown_grace_ms",
-                                         "store",     "psp",         "sim",  "libvirt",
-                                         "image",     NULL};
+static const char *const core_fields[] = {"listen",    "state_dir",   "db",   "host",
+                                          "log_level", "socket_mode", "http", "shutdown_grace_ms",
+                                          "store",     NULL};
+
+/* Top-level keys: the core's and the sections other modules own. */
+static int check_top_fields(json_t *obj, cvm_error *err) {
+        const char *key;
+        json_t *value;
+        json_object_foreach(obj, key, value) {
+                bool ok = false;
+                for (const char *const *f = core_fields; *f && !ok; f++)
+                        ok = strcmp(*f, key) == 0;
+                for (const char *const *f = module_sections; *f && !ok; f++)
+                        ok = strcmp(*f, key) == 0;
+                if (!ok)
+                        return cvm_error_set(err, -EINVAL, "unknown field '%s'", key);
+        }
+        return 0;
+}
+
 static const char *const http_fields[] = {"max_body_bytes", "max_connections",
                                           "connection_timeout_s", NULL};
 static const char *const store_fields[] = {"queue_capacity", "batch_max", NULL};
 
 /* Validates obj into a scratch copy of cfg so that a bad file changes nothing. */
 int cvm_config_apply_json(cvm_config *cfg, json_t *obj, cvm_error *err) {
-        int r = cvm_json_check_fields(obj, "", top_fields, err);
+        int r = check_top_fields(obj, err);
         if (r < 0)
                 return r;
 

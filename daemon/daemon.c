@@ -15,6 +15,7 @@
 #include "cleanup.h"
 #include "json.h"
 #include "listen.h"
+#include "metrics.h"
 #include "sim.h"
 #include "log.h"
 #include "version.h"
@@ -242,7 +243,9 @@ int cvmd_start(cvmd *d, cvm_config *cfg, cvm_error *err) {
         if ((r = cvm_sched_new(d->clock, &sc, host_asids, d->host, &d->sched, err)) < 0)
                 return r;
         d->host->sched = d->sched;
-        if ((r = cvm_vms_new(d->host, d->store, d->sched, d->clock, &d->vms, err)) < 0)
+        if ((r = cvm_metrics_new(&d->loop, d->store, 0, &d->metrics, err)) < 0)
+                return r;
+        if ((r = cvm_vms_new(d->host, d->store, d->sched, d->clock, d->metrics, &d->vms, err)) < 0)
                 return r;
         cvm_functions_deps fd;
         if ((r = functions_deps(&d->cfg, &fd, err)) < 0)
@@ -341,6 +344,9 @@ static void finish_shutdown(cvmd *d) {
         cvm_store_val stop[] = {CVM_STORE_S(d->instance), CVM_STORE_I(wall_ms()),
                                 CVM_STORE_I((int64_t)st.dropped)};
         cvm_store_write(d->store, CVM_STORE_RUN_STOP, stop, CVM_ARRAY_SIZE(stop), NULL, NULL);
+        /* Stats queries read the store: they end before it closes. */
+        cvm_metrics_free(d->metrics);
+        d->metrics = NULL;
         cvm_store_close(d->store);
         d->store = NULL;
         log_info("cvmd stopped (%llu writes stored before shutdown, %llu dropped)",
@@ -386,6 +392,8 @@ void cvmd_done(cvmd *d) {
         cvm_http_server_free(d->http);
         d->http = NULL;
         release_guests(d);
+        cvm_metrics_free(d->metrics);
+        d->metrics = NULL;
         cvm_store_close(d->store);
         d->store = NULL;
         remove_sockets(d);

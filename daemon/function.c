@@ -26,6 +26,7 @@ typedef struct fn_gen {
         cvm_fn_spec spec;
         cvm_image *image;
         cvm_pool_fn *pool;
+        struct fn_gen *prev, *next; /* Every generation, draining ones included. */
 } fn_gen;
 
 struct cvm_function {
@@ -68,6 +69,7 @@ struct cvm_functions {
         cvm_function *head;
         uint32_t count;
         cvm_fn_put *puts;
+        fn_gen *gens;
         async_entry *async_head, *async_tail;
         uint32_t async_count;
         cvm_timer *async_sweep;
@@ -110,16 +112,10 @@ int cvm_function_name_check(const char *name, cvm_error *err) {
         return 0;
 }
 
-static const char *const spec_fields[] = {"image",
-                                          "handler",
-                                          "timeout_ms",
-                                          "max_request_bytes",
-                                          "max_response_bytes",
-                                          "concurrency",
-                                          "pool",
-                                          NULL};
-static const char *const pool_fields[] = {"min_warm", "max_vms", "policy", "keep_alive_s",
-                                          NULL};
+static const char *const spec_fields[] = {
+        "image",       "handler", "timeout_ms", "max_request_bytes", "max_response_bytes",
+        "concurrency", "pool",    NULL};
+static const char *const pool_fields[] = {"min_warm", "max_vms", "policy", "keep_alive_s", NULL};
 
 static int parse_pool(json_t *pool, cvm_fn_spec *s, cvm_error *err) {
         if (!pool)
@@ -157,8 +153,8 @@ static int parse_pool(json_t *pool, cvm_fn_spec *s, cvm_error *err) {
 int cvm_fn_spec_parse(json_t *obj, const cvm_fn_limits *lim, cvm_fn_spec *ret, cvm_error *err) {
         cvm_fn_spec s = {
                 .timeout_ms = 30000,
-                .max_request_bytes = lim->max_request_bytes < 6291456 ? lim->max_request_bytes
-                                                                      : 6291456,
+                .max_request_bytes =
+                        lim->max_request_bytes < 6291456 ? lim->max_request_bytes : 6291456,
                 .max_response_bytes = lim->max_response_bytes,
                 .concurrency = 1,
                 .min_warm = 0,
@@ -234,8 +230,7 @@ static bool same_vms(const cvm_fn_spec *a, const cvm_fn_spec *b) {
         json_t *ia = cvm_image_spec_to_json(&a->image), *ib = cvm_image_spec_to_json(&b->image);
         json_t *ha = cvm_handler_spec_to_json(&a->handler),
                *hb = cvm_handler_spec_to_json(&b->handler);
-        bool same = json_equal(ia, ib) && json_equal(ha, hb) &&
-                    a->concurrency == b->concurrency &&
+        bool same = json_equal(ia, ib) && json_equal(ha, hb) && a->concurrency == b->concurrency &&
                     a->max_response_bytes == b->max_response_bytes;
         json_decref(ia);
         json_decref(ib);
@@ -244,12 +239,16 @@ static bool same_vms(const cvm_fn_spec *a, const cvm_fn_spec *b) {
         return same;
 }
 
-static void settings_of(const cvm_fn_spec *s, cvm_pool_settings *ret) {
+static void settings_of(const cvm_fn_spec *s, const cvm_image *img, cvm_pool_settings *ret) {
         *ret = (cvm_pool_settings){.min_warm = s->min_warm,
                                    .max_vms = s->max_vms,
                                    .concurrency = s->concurrency,
                                    .memory_mib = s->image.memory_mib,
                                    .max_waiting = MAX_WAITING_PER_FN,
+                                   .expected_launch_ns =
+                                           img->psp_ns + (uint64_t)(s->image.firmware_boot_ms +
+                                                                    s->image.kernel_boot_ms) *
+                                                                 CVM_NSEC_PER_MSEC,
                                    .policy = s->policy};
 }
 
@@ -285,8 +284,8 @@ static int be_launch(void *ud, cvm_pool_vm *pvm, bool demand, cvm_error *err) {
         cvm_functions *fns = ud;
         fn_gen *g = cvm_pool_fn_userdata(cvm_pool_vm_fn(pvm));
         cvm_vm *vm;
-        int r = cvm_vms_launch(fns->d.vms, g->image, &g->spec.handler, g->spec.concurrency,
-                               g->name, demand, on_vm_launched, NULL, &vm, err);
+        int r = cvm_vms_launch(fns->d.vms, g->image, &g->spec.handler, g->spec.concurrency, g->name,
+                               demand, on_vm_launched, NULL, &vm, err);
         if (r < 0)
                 return r;
         vm->owner = pvm;
@@ -369,6 +368,12 @@ static void registry_remove(cvm_functions *fns, cvm_function *fn) {
 static void gen_free(fn_gen *g) {
         if (!g)
                 return;
+        if (g->prev)
+                g->prev->next = g->next;
+        else if (g->fns->gens == g)
+                g->fns->gens = g->next;
+        if (g->next)
+                g->next->prev = g->prev;
         cvm_fn_spec_done(&g->spec);
         cvm_image_unref(g->image);
         free(g);
@@ -399,12 +404,16 @@ static int gen_new(cvm_functions *fns, const char *name, cvm_fn_spec *spec, cvm_
                 return cvm_error_set(err, -ENOMEM, "out of memory");
         }
         g->fns = fns;
+        g->next = fns->gens;
+        if (fns->gens)
+                fns->gens->prev = g;
+        fns->gens = g;
         snprintf(g->name, sizeof(g->name), "%s", name);
         g->spec = *spec;
         *spec = (cvm_fn_spec){0};
         g->image = image;
         cvm_pool_settings ps;
-        settings_of(&g->spec, &ps);
+        settings_of(&g->spec, g->image, &ps);
         int r = cvm_pool_fn_new(fns->pool, name, &ps, g, &g->pool, err);
         if (r < 0) {
                 gen_free(g);
@@ -451,7 +460,7 @@ static void put_apply(cvm_fn_put *p) {
         if (fn && same_vms(&fn->gen->spec, &p->spec)) {
                 /* Only limits or pool settings changed: keep the warm VMs. */
                 cvm_pool_settings ps;
-                settings_of(&p->spec, &ps);
+                settings_of(&p->spec, fn->gen->image, &ps);
                 if (cvm_pool_fn_update(fn->gen->pool, &ps, &err) < 0) {
                         put_finish(p, NULL, false, &err);
                         return;
@@ -626,8 +635,7 @@ int cvm_functions_delete(cvm_functions *fns, const char *name, cvm_error *err) {
         cvm_store_val v[] = {CVM_STORE_S(name)};
         int r = cvm_store_write(fns->d.store, CVM_STORE_FUNCTION_DELETE, v, 1, NULL, NULL);
         if (r < 0)
-                return cvm_error_set(err, r, "the store is overloaded; function %s is kept",
-                                     name);
+                return cvm_error_set(err, r, "the store is overloaded; function %s is kept", name);
         registry_remove(fns, fn);
         log_info("function %s deleted: draining its VMs", fn->name);
         gen_drain(fn->gen);
@@ -639,10 +647,9 @@ int cvm_functions_delete(cvm_functions *fns, const char *name, cvm_error *err) {
 json_t *cvm_function_to_json(const cvm_function *fn) {
         json_t *j = json_pack("{s:s, s:I, s:I, s:s, s:f, s:o, s:o}", "name", fn->name,
                               "created_at_ms", (json_int_t)fn->created_ms, "updated_at_ms",
-                              (json_int_t)fn->updated_ms, "measurement",
-                              fn->gen->image->digest_hex, "expected_psp_ms",
-                              (double)(fn->gen->image->psp_ns / 1000) / 1e3, "spec",
-                              cvm_fn_spec_to_json(&fn->gen->spec), "pool",
+                              (json_int_t)fn->updated_ms, "measurement", fn->gen->image->digest_hex,
+                              "expected_psp_ms", (double)(fn->gen->image->psp_ns / 1000) / 1e3,
+                              "spec", cvm_fn_spec_to_json(&fn->gen->spec), "pool",
                               cvm_pool_fn_to_json(fn->gen->pool));
         return j;
 }
@@ -854,8 +861,7 @@ static void finish(cvm_invocation *inv, cvm_inv_result *r) {
                 inv->entry->done = true;
                 inv->entry->finished_ms = cvm_wall_ms();
                 inv->entry->expires_ns = cvm_clock_now(inv->fns->d.clock) +
-                                         (uint64_t)inv->fns->d.async_retention_s *
-                                                 CVM_NSEC_PER_SEC;
+                                         (uint64_t)inv->fns->d.async_retention_s * CVM_NSEC_PER_SEC;
                 inv->entry->result = result_json(r);
         } else if (!inv->forgotten && inv->cb) {
                 inv->cb(inv, r, inv->userdata);
@@ -874,8 +880,8 @@ static void finish_error(cvm_invocation *inv, unsigned status, const char *code,
         finish(inv, &r);
 }
 
-void cvm_inv_result_from_outcome(const cvm_vm_outcome *out, uint32_t timeout_ms,
-                                 cvm_inv_result *r, char *msg, size_t msg_size) {
+void cvm_inv_result_from_outcome(const cvm_vm_outcome *out, uint32_t timeout_ms, cvm_inv_result *r,
+                                 char *msg, size_t msg_size) {
         const cvm_agent_result *a = out->agent;
         r->exit_code = -1;
         r->exec_ns = out->exec_ns;
@@ -920,16 +926,13 @@ void cvm_inv_result_from_outcome(const cvm_vm_outcome *out, uint32_t timeout_ms,
                                  a->term_signal);
                 } else {
                         r->exit_code = a->exit_code;
-                        snprintf(msg, msg_size, "the handler exited with status %u",
-                                 a->exit_code);
+                        snprintf(msg, msg_size, "the handler exited with status %u", a->exit_code);
                 }
                 break;
         case CVM_AGENT_STATUS_TOO_LARGE:
                 snprintf(msg, msg_size, "the handler's response is larger than the limit");
                 break;
-        default:
-                snprintf(msg, msg_size, "the handler could not be started");
-                break;
+        default: snprintf(msg, msg_size, "the handler could not be started"); break;
         }
         r->status = "failed";
         r->http_status = 500;
@@ -964,8 +967,8 @@ static int run_on(cvm_invocation *inv, cvm_pool_vm *pvm, cvm_error *err) {
         cvm_vm_invocation vi = {.invocation_id = inv->id,
                                 .start_kind = inv->cold ? "cold" : "warm",
                                 .queue_ns = inv->queue_ns};
-        int r = cvm_vm_invoke(vm, &vi, inv->gen->spec.timeout_ms, inv->body, inv->len,
-                              on_vm_result, inv, err);
+        int r = cvm_vm_invoke(vm, &vi, inv->gen->spec.timeout_ms, inv->body, inv->len, on_vm_result,
+                              inv, err);
         if (r < 0) {
                 cvm_pool_release(pvm);
                 inv->pvm = NULL;
@@ -1011,16 +1014,15 @@ static void on_deadline(cvm_timer *t, void *ud) {
         finish_error(inv, 504, "timeout", "timeout", msg);
 }
 
-int cvm_function_invoke(cvm_function *fn, const void *body, size_t len, bool async,
-                        cvm_inv_cb cb, void *userdata, cvm_invocation **ret, cvm_error *err) {
+int cvm_function_invoke(cvm_function *fn, const void *body, size_t len, bool async, cvm_inv_cb cb,
+                        void *userdata, cvm_invocation **ret, cvm_error *err) {
         cvm_functions *fns = fn->fns;
         fn_gen *g = fn->gen;
         if (len > g->spec.max_request_bytes)
                 return cvm_error_set(err, -EMSGSIZE,
                                      "request body of %zu bytes exceeds max_request_bytes (%llu) "
                                      "of %s",
-                                     len, (unsigned long long)g->spec.max_request_bytes,
-                                     fn->name);
+                                     len, (unsigned long long)g->spec.max_request_bytes, fn->name);
         cvm_invocation *inv = calloc(1, sizeof(*inv));
         if (!inv)
                 return cvm_error_set(err, -ENOMEM, "out of memory");
@@ -1142,6 +1144,8 @@ void cvm_functions_free(cvm_functions *fns) {
                 free(fn);
         }
         cvm_pool_free(fns->pool);
+        while (fns->gens)
+                gen_free(fns->gens);
         cvm_timer_free(fns->async_sweep);
         free(fns);
 }

@@ -38,8 +38,7 @@ typedef struct cvm_fn_limits {
 } cvm_fn_limits;
 
 int cvm_function_name_check(const char *name, cvm_error *err);
-int cvm_fn_spec_parse(json_t *obj, const cvm_fn_limits *limits, cvm_fn_spec *ret,
-                      cvm_error *err);
+int cvm_fn_spec_parse(json_t *obj, const cvm_fn_limits *limits, cvm_fn_spec *ret, cvm_error *err);
 void cvm_fn_spec_done(cvm_fn_spec *spec);
 json_t *cvm_fn_spec_to_json(const cvm_fn_spec *spec);
 
@@ -72,8 +71,7 @@ void cvm_functions_free(cvm_functions *fns);
  * changed nothing. A replacement that changes what VMs run (image, handler,
  * concurrency, limits) drains the old VMs; one that changes only pool
  * settings keeps them. */
-typedef void (*cvm_fn_put_cb)(cvm_function *fn, bool created, const cvm_error *err,
-                              void *userdata);
+typedef void (*cvm_fn_put_cb)(cvm_function *fn, bool created, const cvm_error *err, void *userdata);
 typedef struct cvm_fn_put cvm_fn_put;
 int cvm_functions_put(cvm_functions *fns, const char *name, json_t *spec, cvm_fn_put_cb cb,
                       void *userdata, cvm_fn_put **ret, cvm_error *err);
@@ -119,8 +117,8 @@ typedef void (*cvm_inv_cb)(cvm_invocation *inv, const cvm_inv_result *result, vo
 /* Starts one invocation. body is copied when the invocation may outlive the
  * caller's buffer (async). A rejection before it starts (overload, a body
  * over the limit, a function being deleted) is an error here. */
-int cvm_function_invoke(cvm_function *fn, const void *body, size_t len, bool async,
-                        cvm_inv_cb cb, void *userdata, cvm_invocation **ret, cvm_error *err);
+int cvm_function_invoke(cvm_function *fn, const void *body, size_t len, bool async, cvm_inv_cb cb,
+                        void *userdata, cvm_invocation **ret, cvm_error *err);
 /* The caller stops listening (client gone): a waiting invocation is
  * withdrawn, a running one finishes unheard. */
 void cvm_invocation_forget(cvm_invocation *inv);
@@ -128,8 +126,8 @@ const char *cvm_invocation_id(const cvm_invocation *inv);
 
 /* Turns what a VM answered into a result (also for bare VM invocations);
  * msg receives the message the result points to. */
-void cvm_inv_result_from_outcome(const cvm_vm_outcome *out, uint32_t timeout_ms,
-                                 cvm_inv_result *r, char *msg, size_t msg_size);
+void cvm_inv_result_from_outcome(const cvm_vm_outcome *out, uint32_t timeout_ms, cvm_inv_result *r,
+                                 char *msg, size_t msg_size);
 
 /* Async results: GET /v1/invocations/{id}. NULL when unknown or expired. */
 json_t *cvm_functions_async_result(cvm_functions *fns, const char *id);

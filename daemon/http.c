@@ -80,7 +80,8 @@ unsigned cvm_http_status_for_errno(int code) {
         case EPERM: return 403;
         case ENOENT: return 404;
         case EEXIST:
-        case EBUSY: return 409;
+        case EBUSY:
+        case ECANCELED: return 409;
         case EMSGSIZE:
         case E2BIG: return 413;
         case EAGAIN: return 429;
@@ -89,8 +90,7 @@ unsigned cvm_http_status_for_errno(int code) {
         case ECONNRESET:
         case EPIPE: return 502;
         case ENOSPC:
-        case ESHUTDOWN:
-        case ECANCELED: return 503;
+        case ESHUTDOWN: return 503;
         case ETIMEDOUT: return 504;
         default: return 500;
         }

@@ -9,12 +9,14 @@
 
 #include "cleanup.h"
 #include "log.h"
+#include "metrics.h"
 
 struct cvm_vms {
         cvm_host *host;
         cvm_store *store;
         cvm_sched *sched;
         cvm_clock *clock;
+        cvm_metrics *metrics;
         cvm_vm *head;
         size_t count;
         uint64_t next_invoke_id;
@@ -46,8 +48,8 @@ int cvm_random_id(const char *prefix, char *buf, size_t size, cvm_error *err) {
         return 0;
 }
 
-int cvm_vms_new(cvm_host *host, cvm_store *store, cvm_sched *sched, cvm_clock *clock, cvm_vms **ret,
-                cvm_error *err) {
+int cvm_vms_new(cvm_host *host, cvm_store *store, cvm_sched *sched, cvm_clock *clock,
+                cvm_metrics *metrics, cvm_vms **ret, cvm_error *err) {
         cvm_vms *vms = calloc(1, sizeof(*vms));
         if (!vms)
                 return cvm_error_set(err, -ENOMEM, "out of memory");
@@ -55,6 +57,7 @@ int cvm_vms_new(cvm_host *host, cvm_store *store, cvm_sched *sched, cvm_clock *c
         vms->store = store;
         vms->sched = sched;
         vms->clock = clock;
+        vms->metrics = metrics;
         vms->next_invoke_id = 1;
         *ret = vms;
         return 0;
@@ -125,6 +128,7 @@ static void record_launch(cvm_vm *vm, const cvm_error *err) {
                 CVM_STORE_S(err ? err->message : NULL),
         };
         cvm_store_write(vm->vms->store, CVM_STORE_LAUNCH, v, CVM_ARRAY_SIZE(v), NULL, NULL);
+        cvm_metrics_launch(vm->vms->metrics, vm->demand, !err, vm->psp_wait_ns, vm->psp_ns);
 }
 
 static void end_launch(cvm_vm *vm, const cvm_error *err) {
@@ -387,4 +391,6 @@ void cvm_vms_record_invocation(cvm_vms *vms, const cvm_invocation_record *r) {
                 CVM_STORE_S(r->error),
         };
         cvm_store_write(vms->store, CVM_STORE_INVOCATION, v, CVM_ARRAY_SIZE(v), NULL, NULL);
+        /* Function and bare VM invocations alike end here. */
+        cvm_metrics_invocation(vms->metrics, r);
 }

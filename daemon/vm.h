@@ -57,8 +57,9 @@ struct cvm_vm {
 };
 
 /* sched gates each VM's launch step (NULL: launch as soon as prepared). */
-int cvm_vms_new(cvm_host *host, cvm_store *store, cvm_sched *sched, cvm_clock *clock, cvm_vms **ret,
-                cvm_error *err);
+struct cvm_metrics; /* metrics.h; NULL: not counted. */
+int cvm_vms_new(cvm_host *host, cvm_store *store, cvm_sched *sched, cvm_clock *clock,
+                struct cvm_metrics *metrics, cvm_vms **ret, cvm_error *err);
 /* Kills every VM (the host does it without callbacks) and frees; NULL-safe. */
 void cvm_vms_free(cvm_vms *vms);
 

@@ -78,8 +78,8 @@ const char *cvm_error_code_name(int code) {
         case EPROTO:
         case ECONNRESET:
         case EPIPE: return "bad_gateway";
-        case ESHUTDOWN:
-        case ECANCELED: return "shutting_down";
+        case ESHUTDOWN: return "shutting_down";
+        case ECANCELED: return "cancelled";
         case ENOTSUP: return "not_supported";
         default: return "internal";
         }

@@ -65,6 +65,7 @@ struct cvm_pool {
         cvm_pool_budget budget;
         uint64_t memory_mib, retiring_mib;
         uint32_t vms, retiring_vms;
+        uint32_t waiting; /* Invocations waiting, all functions. */
         cvm_pool_fn *fns;
         uint32_t n_fns;
 };
@@ -260,6 +261,8 @@ static bool evict_for(cvm_pool_fn *fn) {
 static void fail_oldest_waiter(cvm_pool_fn *fn, const cvm_error *err);
 
 /* Starts one launch; false when limits or budgets forbid it now. */
+static void schedule_retry(cvm_pool_fn *fn);
+
 static bool try_launch(cvm_pool_fn *fn, bool demand) {
         cvm_pool *p = fn->pool;
         if (alive(fn) >= fn->s.max_vms)
@@ -304,6 +307,7 @@ static bool try_launch(cvm_pool_fn *fn, bool demand) {
                         vm->next->prev = vm->prev;
                 vm_free(vm);
                 fn->st.launch_failures++;
+                schedule_retry(fn);
                 if (demand)
                         fail_oldest_waiter(fn, &err);
                 return false;
@@ -383,6 +387,7 @@ static cvm_pool_waiter *pop_waiter(cvm_pool_fn *fn) {
         else
                 fn->wait_tail = NULL;
         fn->n_waiting--;
+        fn->pool->waiting--;
         return w;
 }
 
@@ -396,6 +401,15 @@ static void fail_oldest_waiter(cvm_pool_fn *fn, const cvm_error *err) {
 }
 
 static void on_keepalive(cvm_timer *t, void *ud);
+
+/* Lets every other function with waiters re-plan: budget room may exist now. */
+static void replan_others(cvm_pool_fn *fn) {
+        for (cvm_pool_fn *f = fn->pool->fns, *next; f; f = next) {
+                next = f->next;
+                if (f != fn && f->n_waiting)
+                        plan(f);
+        }
+}
 
 /* A ready VM with nothing to do: keep it, time it out, or unload it. */
 static void idle(cvm_pool_vm *vm) {
@@ -411,8 +425,10 @@ static void idle(cvm_pool_vm *vm) {
         if (d.prewarm_ns && vm->used) {
                 /* The histogram says the next call is far: unload now, pre-warm later. */
                 retire(vm, "unloaded until the policy's pre-warm time");
-                if (!cvm_timer_active(fn->prewarm_timer))
-                        cvm_timer_start(fn->prewarm_timer, d.prewarm_ns);
+                /* Start the launch early enough for the VM to be ready in time. */
+                /* Counted from this (the latest) end, so an early call moves it. */
+                uint64_t lead = fn->s.expected_launch_ns;
+                cvm_timer_start(fn->prewarm_timer, d.prewarm_ns > lead ? d.prewarm_ns - lead : 0);
                 return;
         }
         if (!d.keep_alive_ns) {
@@ -450,7 +466,7 @@ static void dispatch(cvm_pool_vm *vm) {
                 cvm_pool_waiter *w = pop_waiter(fn);
                 take(vm);
                 cvm_pool_grant g = {.vm = vm,
-                                    .cold = vm->ready_ns >= w->arrived_ns,
+                                    .cold = vm->ready_ns > w->arrived_ns,
                                     .queue_ns = now(fn) - w->arrived_ns};
                 if (g.cold)
                         fn->st.cold++;
@@ -461,8 +477,8 @@ static void dispatch(cvm_pool_vm *vm) {
         }
 }
 
-int cvm_pool_acquire(cvm_pool_fn *fn, cvm_pool_grant_cb cb, void *userdata,
-                     cvm_pool_vm **ret_vm, cvm_pool_waiter **ret_waiter, cvm_error *err) {
+int cvm_pool_acquire(cvm_pool_fn *fn, cvm_pool_grant_cb cb, void *userdata, cvm_pool_vm **ret_vm,
+                     cvm_pool_waiter **ret_waiter, cvm_error *err) {
         if (fn->deleting)
                 return cvm_error_set(err, -ENOENT, "function %s is being deleted", fn->name);
         cvm_pool_vm *vm = free_slot(fn);
@@ -489,6 +505,7 @@ int cvm_pool_acquire(cvm_pool_fn *fn, cvm_pool_grant_cb cb, void *userdata,
                 fn->wait_head = w;
         fn->wait_tail = w;
         fn->n_waiting++;
+        fn->pool->waiting++;
         *ret_waiter = w;
         plan(fn);
         return 0;
@@ -507,6 +524,7 @@ void cvm_pool_cancel(cvm_pool_waiter *w) {
         else
                 fn->wait_tail = w->prev;
         fn->n_waiting--;
+        fn->pool->waiting--;
         free(w);
 }
 
@@ -552,8 +570,12 @@ void cvm_pool_release(cvm_pool_vm *vm) {
                 return;
         }
         dispatch(vm);
-        if (vm->state == PVM_READY && !vm->active)
+        if (vm->state == PVM_READY && !vm->active) {
                 idle(vm);
+                /* An idle VM can make room for another function held back by the budget. */
+                if (vm->state == PVM_READY && fn->pool->waiting > fn->n_waiting)
+                        replan_others(fn);
+        }
 }
 
 void cvm_pool_vm_ready(cvm_pool_vm *vm) {
@@ -629,10 +651,8 @@ void cvm_pool_vm_gone(cvm_pool_vm *vm) {
                 return;
         }
         plan(fn);
-        /* Room freed for others: let every function with waiters re-plan. */
-        for (cvm_pool_fn *f = p->fns; f; f = f->next)
-                if (f != fn && f->n_waiting)
-                        plan(f);
+        /* Room freed for others. */
+        replan_others(fn);
 }
 
 int cvm_pool_fn_update(cvm_pool_fn *fn, const cvm_pool_settings *settings, cvm_error *err) {
@@ -702,10 +722,9 @@ json_t *cvm_pool_fn_to_json(const cvm_pool_fn *fn) {
                          (int)st.launching, "retiring", (int)st.retiring, "waiting",
                          (int)st.waiting, "invocations", (json_int_t)st.invocations, "cold",
                          (json_int_t)st.cold, "warm", (json_int_t)st.warm, "launches",
-                         (json_int_t)st.launches, "launch_failures",
-                         (json_int_t)st.launch_failures, "evictions", (json_int_t)st.evictions,
-                         "rejected", (json_int_t)st.rejected, "policy",
-                         cvm_policy_to_json(fn->policy));
+                         (json_int_t)st.launches, "launch_failures", (json_int_t)st.launch_failures,
+                         "evictions", (json_int_t)st.evictions, "rejected", (json_int_t)st.rejected,
+                         "policy", cvm_policy_to_json(fn->policy));
 }
 
 void cvm_pool_get_stats(const cvm_pool *pool, cvm_pool_stats *ret) {

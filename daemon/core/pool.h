@@ -46,6 +46,8 @@ typedef struct cvm_pool_settings {
         uint32_t concurrency; /* Invocations one VM runs at once. */
         uint32_t memory_mib;  /* Each VM's memory, for the budget. */
         uint32_t max_waiting; /* Invocations queued for a VM at most; more get -EAGAIN. */
+        /* How long a launch takes (PSP and boot): pre-warms start this much early. */
+        uint64_t expected_launch_ns;
         cvm_policy_params policy;
 } cvm_pool_settings;
 
@@ -76,10 +78,9 @@ typedef struct cvm_pool_grant {
         uint64_t queue_ns; /* Time spent waiting. */
 } cvm_pool_grant;
 /* The waiter is consumed by its callback: do not cancel it there. */
-typedef void (*cvm_pool_grant_cb)(cvm_pool_waiter *w, const cvm_pool_grant *grant,
-                                  void *userdata);
-int cvm_pool_acquire(cvm_pool_fn *fn, cvm_pool_grant_cb cb, void *userdata,
-                     cvm_pool_vm **ret_vm, cvm_pool_waiter **ret_waiter, cvm_error *err);
+typedef void (*cvm_pool_grant_cb)(cvm_pool_waiter *w, const cvm_pool_grant *grant, void *userdata);
+int cvm_pool_acquire(cvm_pool_fn *fn, cvm_pool_grant_cb cb, void *userdata, cvm_pool_vm **ret_vm,
+                     cvm_pool_waiter **ret_waiter, cvm_error *err);
 /* Stops waiting; cb never runs. NULL-safe. */
 void cvm_pool_cancel(cvm_pool_waiter *w);
 /* The invocation on vm ended; its slot goes to the next waiter or idles. */

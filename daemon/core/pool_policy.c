@@ -264,6 +264,12 @@ void cvm_policy_decide(const cvm_policy *p, cvm_policy_decision *ret) {
         uint64_t end_ns = tail_ns / 100 * (100 + CVM_POLICY_MARGIN_PCT);
         ret->prewarm_ns = prewarm_ns;
         ret->keep_alive_ns = end_ns - prewarm_ns;
+        /* Our deviation from the paper: with no pre-warm (calls come too soon to
+         * unload between them) the VM stays at least the fixed keep-alive, so a
+         * busy function is never worse off than under "fixed"; the histogram
+         * saves memory on the functions it can unload and pre-warm. */
+        if (!prewarm_ns && ret->keep_alive_ns < (uint64_t)p->params.keep_alive_s * CVM_NSEC_PER_SEC)
+                ret->keep_alive_ns = (uint64_t)p->params.keep_alive_s * CVM_NSEC_PER_SEC;
         ret->from_histogram = true;
 }
 

@@ -50,6 +50,7 @@ typedef struct sim_vm {
         pid_t pid;
         char *workdir;
         cvm_agent_client *agent;
+        struct sim_invoke *invokes; /* Accepted and not answered yet. */
         bool ready;
         bool tearing_down;
         cvm_host_step_cb teardown_cb;
@@ -436,7 +437,18 @@ typedef struct sim_invoke {
         sim_vm *sv;
         cvm_host_invoke_cb cb;
         void *userdata;
+        struct sim_invoke *prev, *next; /* In sv->invokes. */
 } sim_invoke;
+
+static void invoke_unlink(sim_invoke *si) {
+        sim_vm *sv = si->sv;
+        if (si->prev)
+                si->prev->next = si->next;
+        else
+                sv->invokes = si->next;
+        if (si->next)
+                si->next->prev = si->prev;
+}
 
 static void on_result(cvm_agent_client *c, uint64_t id, const cvm_agent_result *result,
                       const cvm_error *err, void *ud) {
@@ -444,6 +456,7 @@ static void on_result(cvm_agent_client *c, uint64_t id, const cvm_agent_result *
         (void)id;
         sim_invoke *si = ud;
         sim_invoke copy = *si;
+        invoke_unlink(si);
         free(si);
         copy.cb(copy.sv->vm, result, err, copy.userdata);
 }
@@ -460,9 +473,15 @@ static int sim_invoke_fn(cvm_host *host, cvm_vm *vm, uint64_t id, uint32_t timeo
                 return cvm_error_set(err, -ENOMEM, "out of memory");
         *si = (sim_invoke){.sv = sv, .cb = cb, .userdata = userdata};
         int r = cvm_agent_client_invoke(sv->agent, id, timeout_ms, body, len, on_result, si, err);
-        if (r < 0)
+        if (r < 0) {
                 free(si);
-        return r;
+                return r;
+        }
+        si->next = sv->invokes;
+        if (sv->invokes)
+                sv->invokes->prev = si;
+        sv->invokes = si;
+        return 0;
 }
 
 /* Teardown: stop the VM's processes, give its ASID back to the PSP, remove
@@ -602,8 +621,20 @@ static void release_asid(sim_host *sh, uint32_t asid, const char *owner) {
 }
 
 static void kill_processes(sim_vm *sv) {
+        /* Every accepted invocation gets its one answer, even when the VM is stopped. */
         cvm_agent_client_free(sv->agent);
         sv->agent = NULL;
+        if (sv->invokes) {
+                cvm_error e;
+                cvm_error_set(&e, -ECANCELED, "vm %s was stopped during the invocation",
+                              sv->vm->id);
+                while (sv->invokes) {
+                        sim_invoke *si = sv->invokes;
+                        invoke_unlink(si);
+                        si->cb(sv->vm, NULL, &e, si->userdata);
+                        free(si);
+                }
+        }
         if (sv->pid > 0)
                 kill(-sv->pid, SIGKILL);
 }
@@ -688,6 +719,11 @@ static void sim_free(cvm_host *host) {
                 return;
         while (sh->vms) {
                 sim_vm *sv = sh->vms;
+                while (sv->invokes) {
+                        sim_invoke *si = sv->invokes;
+                        invoke_unlink(si);
+                        free(si);
+                }
                 kill_processes(sv);
                 if (sv->pid > 0)
                         waitpid(sv->pid, NULL, 0);

@@ -1,0 +1,158 @@
+# Functions end to end on the sim host: deploy, cold then warm, pools
+# (min_warm, keep-alive, late binding, budgets), async invocations,
+# replacement, deletion, restart, and every error status.
+. "$(dirname "$0")/lib.sh"
+
+head -c 16384 /dev/urandom >"$TMP/fw.bin"
+agent="$CVM_ROOT/$CVM_BUILD/cvm-agent"
+case "$CVM_BUILD" in */asan) [ -x "$CVM_ROOT/${CVM_BUILD%/asan}/cvm-agent" ] &&
+        agent="$CVM_ROOT/${CVM_BUILD%/asan}/cvm-agent" ;; esac
+cat >"$TMP/cfg.json" <<JSON
+{"image": {"firmware": "$TMP/fw.bin", "firmware_boot_ms": 20, "kernel_boot_ms": 10},
+ "sim": {"agent": "$agent"},
+ "psp": {"asids": 16},
+ "pool": {"vms": 3}}
+JSON
+printf '#!/bin/sh\nprintf "v1:%%s" "$(cat)"\n' >"$TMP/v1.sh"
+printf '#!/bin/sh\nprintf "v2:%%s" "$(cat)"\n' >"$TMP/v2.sh"
+printf '#!/bin/sh\ncat >/dev/null\nsleep "${1:-1}"\necho slept\n' >"$TMP/sleep.sh"
+printf '#!/bin/sh\necho oops >&2\nexit 7\n' >"$TMP/fail.sh"
+chmod +x "$TMP"/*.sh
+
+json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+put() { api PUT "/v1/functions/$1" -H 'Content-Type: application/json' -d "$2"; }
+invoke() { # NAME [CURL ARGS]: prints "STATUS START VMID BODY"; headers stay in $TMP/h
+        local name=$1 d
+        shift
+        d=$(mktemp -d "$TMP/inv.XXXXXX")
+        curl -s --unix-socket "$SOCK" -D "$d/h" -o "$d/b" -w '%{http_code}' "$@" \
+                "http://cvmd/v1/functions/$name/invoke" >"$d/s"
+        cp "$d/h" "$TMP/h" 2>/dev/null
+        printf '%s %s %s %s\n' "$(cat "$d/s")" \
+                "$(tr -d '\r' <"$d/h" | sed -n 's/^Cvm-Start: //p')" \
+                "$(tr -d '\r' <"$d/h" | sed -n 's/^Cvm-Vm-Id: //p')" "$(cat "$d/b")"
+}
+pool() { api GET "/v1/functions/$1" | cut -d' ' -f2- | json "d['pool']['$2']"; }
+wait_for() { # SECONDS COMMAND...: polls until the command succeeds
+        local end=$((SECONDS + $1))
+        shift
+        until "$@"; do
+                [ $SECONDS -ge $end ] && return 1
+                sleep 0.1
+        done
+}
+
+start_daemon --config "$TMP/cfg.json" || { not_ok "daemon starts"; finish; }
+
+out=$(put hello '{"handler": {"exec": ["'"$TMP/v1.sh"'"]}, "pool": {"keep_alive_s": 60}}')
+expect "PUT creates a function" "$out" '^201 \{"name":"hello",.*"measurement":"[0-9a-f]{96}"'
+out=$(invoke hello -d 'a')
+expect "the first invocation is cold" "$out" '^200 cold vm-[0-9a-f]{16} v1:a$'
+vm1=$(echo "$out" | cut -d' ' -f3)
+expect "the cold start's phases are in Server-Timing" "$(tr -d '\r' <"$TMP/h" | grep Server-Timing)" \
+        'queue;dur=[0-9.]+, prepare;dur=[0-9.]+, psp_wait;dur=[0-9.]+, psp;dur=[1-9][0-9.]+, boot;dur=[1-9][0-9.]+, exec;dur='
+out=$(invoke hello -d 'b')
+expect "the second is warm, on the same VM" "$out" "^200 warm $vm1 v1:b\$"
+expect "GET /v1/functions/hello shows the pool" "$(api GET /v1/functions/hello)" '"pool":\{"ready":1,"busy":0'
+expect "GET /v1/functions lists it" "$(api GET /v1/functions | cut -d' ' -f2- | json 'd["functions"][0]["name"]')" '^hello$'
+
+# A pool-only change keeps the warm VM; a new handler drains it.
+out=$(put hello '{"handler": {"exec": ["'"$TMP/v1.sh"'"]}, "pool": {"keep_alive_s": 30}}')
+expect "a replace answers 200" "$out" '^200 '
+expect "a pool-only change keeps the warm VM" "$(invoke hello -d c)" "^200 warm $vm1 v1:c\$"
+put hello '{"handler": {"exec": ["'"$TMP/v2.sh"'"]}}' >/dev/null
+out=$(invoke hello -d d)
+expect "a new handler runs on a new VM" "$out" '^200 cold vm-[0-9a-f]{16} v2:d$'
+expect "the old VM was drained" "$(wait_for 5 sh -c "! curl -s --unix-socket $SOCK http://cvmd/v1/vms | grep -q $vm1" && echo gone)" '^gone$'
+
+# min_warm keeps VMs ready without any invocation.
+put warm '{"handler": {"exec": ["/bin/cat"]}, "pool": {"min_warm": 2, "max_vms": 2}}' >/dev/null
+ready2() { [ "$(pool warm ready)" = 2 ]; }
+check "min_warm launches VMs ahead of demand" wait_for 5 ready2
+expect "a min_warm function starts warm" "$(invoke warm -d x)" '^200 warm '
+
+# Keep-alive retires idle VMs.
+put brief '{"handler": {"exec": ["/bin/cat"]}, "pool": {"keep_alive_s": 1}}' >/dev/null
+invoke brief -d x >/dev/null
+expect "the VM is ready right after" "$(pool brief ready)" '^1$'
+gone() { [ "$(pool brief ready)" = 0 ] && [ "$(pool brief retiring)" = 0 ]; }
+check "keep-alive retires the idle VM" wait_for 5 gone
+api DELETE /v1/functions/brief >/dev/null
+api DELETE /v1/functions/warm >/dev/null
+
+# Late binding: while a second VM boots slowly, the first frees up and takes the waiting request.
+put slow '{"handler": {"exec": ["'"$TMP/sleep.sh"'", "0.4"]}, "image": {"firmware_boot_ms": 3000}}' >/dev/null
+invoke slow -d x -o /dev/null >/dev/null
+(invoke slow -d x >"$TMP/first") &
+first_job=$!
+sleep 0.1
+second=$(invoke slow -d x)
+wait "$first_job"
+first_vm=$(cut -d' ' -f3 "$TMP/first")
+expect "late binding: the waiting request took the VM that freed first" "$second" "^200 warm $first_vm slept"
+expect "late binding: a launch was started for it" "$(pool slow launches)" '^2$'
+api DELETE /v1/functions/slow >/dev/null
+
+# Budgets: at most 3 VMs; a demand launch retires another function's idle VM.
+vms_total() { api GET /v1/pool | cut -d' ' -f2- | json 'd["vms"]'; }
+wait_for 10 sh -c "[ \"\$(curl -s --unix-socket $SOCK http://cvmd/v1/pool | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"vms\"])')\" -le 1 ]"
+for f in b1 b2 b3; do
+        put $f '{"handler": {"exec": ["/bin/cat"]}}' >/dev/null
+        invoke $f -d x >/dev/null
+done
+expect "the pool never exceeds its VM budget" "$(vms_total)" '^[0-3]$'
+expect "the third function still ran (another's idle VM made room)" "$(api GET /v1/functions/b3 | cut -d' ' -f2- | json 'd["pool"]["invocations"]')" '^1$'
+evictions=$(for f in hello b1 b2; do pool $f evictions; done | paste -sd+ | bc)
+expect "an idle VM of another function was evicted" "$evictions" '^[1-9]'
+
+# Async invocations.
+out=$(api POST "/v1/functions/b1/invoke?mode=async" -d 'later')
+expect "mode=async answers 202" "$out" '^202 \{"id":"inv-[0-9a-f]{16}","function":"b1","status":"running"\}'
+id=$(echo "${out#202 }" | json 'd["id"]')
+done_() { api GET "/v1/invocations/$id" | grep -q '"status":"ok"'; }
+check "the async result arrives" wait_for 5 done_
+expect "the async result carries the output" "$(api GET "/v1/invocations/$id" | cut -d' ' -f2- | json 'd["output_base64"]')" '^bGF0ZXI=$'
+expect "an unknown invocation is a 404" "$(api GET /v1/invocations/inv-0000000000000000)" '^404 '
+
+# Errors change nothing.
+expect "a bad name is refused" "$(put 'Bad_Name' '{"handler": {"exec": ["/bin/cat"]}}')" '^400 .*invalid function name'
+expect "an unknown field is named" "$(put x '{"handler": {"exec": ["/bin/cat"]}, "pool": {"min_wram": 1}}')" "^400 .*unknown field 'pool.min_wram'"
+expect "min_warm above max_vms is refused" "$(put x '{"handler": {"exec": ["/bin/cat"]}, "pool": {"min_warm": 3, "max_vms": 2}}')" "^400 .*min_warm"
+expect "a bad image path is refused" "$(put x '{"handler": {"exec": ["/bin/cat"]}, "image": {"kernel": "/no/kernel"}}')" "^400 .*image.kernel"
+expect "a missing handler is refused" "$(put x '{"image": {}}')" "^400 .*missing field 'handler'"
+expect "a refused spec created nothing" "$(api GET /v1/functions/x)" '^404 '
+expect "an unknown function is a 404" "$(invoke nope -d x)" '^404 '
+put small '{"handler": {"exec": ["/bin/cat"]}, "max_request_bytes": 10}' >/dev/null
+expect "a body over max_request_bytes is a 413" "$(invoke small -d 'more than ten bytes')" '^413 '
+put fails '{"handler": {"exec": ["'"$TMP/fail.sh"'"]}}' >/dev/null
+expect "a failing function is a 500 function_failed" "$(invoke fails -d x)" '^500 cold vm-[0-9a-f]{16} \{"error":"function_failed","message":"the handler exited with status 7","stderr":"oops\\n","exit_code":7\}'
+put late '{"handler": {"exec": ["'"$TMP/sleep.sh"'", "5"]}, "timeout_ms": 300}' >/dev/null
+invoke late -d x >/dev/null
+expect "a function past its timeout is a 504" "$(invoke late -d x)" '^504 warm .*timeout of 300 ms'
+put hopeless '{"handler": {"exec": ["/bin/cat"]}, "timeout_ms": 100, "image": {"firmware_boot_ms": 5000}}' >/dev/null
+out=$(invoke hopeless -d x)
+expect "a cold start that cannot meet the deadline is refused early with 503" "$out" '^503 .*overloaded: a VM of hopeless would be ready in about'
+expect "the refusal carries Retry-After" "$(tr -d '\r' <"$TMP/h" | grep -i '^Retry-After')" '^Retry-After: [0-9]+$'
+
+# Delete drains; the name is free at once.
+expect "DELETE answers 202" "$(api DELETE /v1/functions/fails)" '^202 \{"name":"fails","state":"draining"\}'
+expect "a deleted function is gone" "$(invoke fails -d x)" '^404 '
+drained() { ! api GET '/v1/vms?function=fails' | grep -q '"id"'; }
+check "its VMs are drained" wait_for 5 drained
+
+# Restart: functions come back, their pools refill on demand.
+stop_daemon
+expect "the daemon stops with functions running" "$STOP_RC" '^0$'
+start_daemon --config "$TMP/cfg.json" || not_ok "restart"
+expect "functions are restored after a restart" "$(api GET /v1/functions | cut -d' ' -f2- | json '",".join(sorted(f["name"] for f in d["functions"]))')" '^b1,b2,b3,hello,hopeless,late,small$'
+expect "a restored function runs (cold)" "$(invoke hello -d r)" '^200 cold vm-[0-9a-f]{16} v2:r$'
+stop_daemon
+
+db="$STATE/cvmd.db"
+expect "invocations are recorded with their start kind" \
+        "$(sqlite3 "$db" "SELECT start_kind, count(*) FROM invocations WHERE function = 'hello' GROUP BY start_kind ORDER BY start_kind")" \
+        '^cold\|3 warm\|2$'
+expect "cold rows carry PSP and boot phases" \
+        "$(sqlite3 "$db" "SELECT count(*) FROM invocations WHERE start_kind = 'cold' AND psp_us > 0 AND boot_us > 0")" '^[1-9]'
+expect "launches record their trigger" "$(sqlite3 "$db" "SELECT count(*) FROM launches WHERE trigger = 'prewarm'")" '^[1-9]'
+finish
