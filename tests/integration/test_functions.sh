@@ -3,16 +3,7 @@
 # replacement, deletion, restart, and every error status.
 . "$(dirname "$0")/lib.sh"
 
-head -c 16384 /dev/urandom >"$TMP/fw.bin"
-agent="$CVM_ROOT/$CVM_BUILD/cvm-agent"
-case "$CVM_BUILD" in */asan) [ -x "$CVM_ROOT/${CVM_BUILD%/asan}/cvm-agent" ] &&
-        agent="$CVM_ROOT/${CVM_BUILD%/asan}/cvm-agent" ;; esac
-cat >"$TMP/cfg.json" <<JSON
-{"image": {"firmware": "$TMP/fw.bin", "firmware_boot_ms": 20, "kernel_boot_ms": 10},
- "sim": {"agent": "$agent"},
- "psp": {"asids": 16},
- "pool": {"vms": 3}}
-JSON
+sim_config "$TMP/cfg.json" '"psp": {"asids": 16}, "pool": {"vms": 3}'
 printf '#!/bin/sh\nprintf "v1:%%s" "$(cat)"\n' >"$TMP/v1.sh"
 printf '#!/bin/sh\nprintf "v2:%%s" "$(cat)"\n' >"$TMP/v2.sh"
 printf '#!/bin/sh\ncat >/dev/null\nsleep "${1:-1}"\necho slept\n' >"$TMP/sleep.sh"

@@ -4,17 +4,7 @@
 # line by line by a checker of our own, and by promtool when installed).
 . "$(dirname "$0")/lib.sh"
 
-# A 16 KiB firmware without SEV metadata, fast boots, and for a sanitized
-# daemon the plain build's agent, as in test_sim.sh.
-head -c 16384 /dev/urandom >"$TMP/fw.bin"
-agent="$CVM_ROOT/$CVM_BUILD/cvm-agent"
-case "$CVM_BUILD" in */asan) [ -x "$CVM_ROOT/${CVM_BUILD%/asan}/cvm-agent" ] &&
-        agent="$CVM_ROOT/${CVM_BUILD%/asan}/cvm-agent" ;; esac
-cat >"$TMP/cfg.json" <<JSON
-{"image": {"firmware": "$TMP/fw.bin", "firmware_boot_ms": 5, "kernel_boot_ms": 5},
- "sim": {"agent": "$agent"},
- "psp": {"asids": 8}}
-JSON
+sim_config "$TMP/cfg.json" '"psp": {"asids": 8}'
 
 # The exposition format 0.0.4, checked strictly: every line is a comment
 # (HELP/TYPE once per family, before its samples) or a sample with a valid

@@ -3,18 +3,7 @@
 # every kind, ASID exhaustion, and the rows the store keeps.
 . "$(dirname "$0")/lib.sh"
 
-# A 16 KiB firmware without SEV metadata: measured as 4 plain pages.
-head -c 16384 /dev/urandom >"$TMP/fw.bin"
-# ASan cannot run under the address-space limit the sim applies, so the
-# sanitized daemon drives the plain build's agent.
-agent="$CVM_ROOT/$CVM_BUILD/cvm-agent"
-case "$CVM_BUILD" in */asan) [ -x "$CVM_ROOT/${CVM_BUILD%/asan}/cvm-agent" ] &&
-        agent="$CVM_ROOT/${CVM_BUILD%/asan}/cvm-agent" ;; esac
-cat >"$TMP/cfg.json" <<JSON
-{"image": {"firmware": "$TMP/fw.bin", "firmware_boot_ms": 5, "kernel_boot_ms": 5},
- "sim": {"agent": "$agent", "heartbeat_ms": 200},
- "psp": {"asids": 3}}
-JSON
+sim_config "$TMP/cfg.json" '"psp": {"asids": 3}'
 cat >"$TMP/echo.sh" <<'SH'
 #!/bin/sh
 printf 'got: %s' "$(cat)"
