@@ -17,6 +17,7 @@ struct cvmctl_client {
         char *socket_path;
         char *base_url;
         char *target;
+        char *auth_header;
 };
 
 int cvmctl_client_new(const char *socket_path, const char *url, cvmctl_client **ret,
@@ -55,8 +56,22 @@ void cvmctl_client_free(cvmctl_client *c) {
         free(c->socket_path);
         free(c->base_url);
         free(c->target);
+        if (c->auth_header)
+                explicit_bzero(c->auth_header, strlen(c->auth_header));
+        free(c->auth_header);
         free(c);
         curl_global_cleanup();
+}
+
+int cvmctl_client_set_token(cvmctl_client *c, const char *token, cvm_error *err) {
+        if (strpbrk(token, "\r\n"))
+                return cvm_error_set(err, -EINVAL, "the API token must be one line");
+        free(c->auth_header);
+        if (asprintf(&c->auth_header, "Authorization: Bearer %s", token) < 0) {
+                c->auth_header = NULL;
+                return cvm_error_set(err, -ENOMEM, "out of memory");
+        }
+        return 0;
 }
 
 const char *cvmctl_client_target(const cvmctl_client *c) {
@@ -131,6 +146,8 @@ int cvmctl_request(cvmctl_client *c, const char *method, const char *path, const
         }
         /* Bodies go in one request: no 100-continue round trip. */
         headers = curl_slist_append(headers, "Expect:");
+        if (c->auth_header)
+                headers = curl_slist_append(headers, c->auth_header);
         curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
         if (body) {
                 curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);

@@ -18,6 +18,8 @@ typedef struct cvmctl_response {
 int cvmctl_client_new(const char *socket_path, const char *url, cvmctl_client **ret,
                       cvm_error *err);
 void cvmctl_client_free(cvmctl_client *c);
+/* An API token for TCP listeners, sent as Authorization: Bearer TOKEN. */
+int cvmctl_client_set_token(cvmctl_client *c, const char *token, cvm_error *err);
 /* Where the client connects, for messages: "unix:/run/cvmd/cvmd.sock". */
 const char *cvmctl_client_target(const cvmctl_client *c);
 

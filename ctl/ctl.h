@@ -29,6 +29,7 @@ typedef struct cvmctl_command {
 
 extern const cvmctl_command cvmctl_cmd_health;
 extern const cvmctl_command cvmctl_cmd_version;
+extern const cvmctl_command cvmctl_cmd_measure;
 
 /* Reports err on stderr as one line and returns CVMCTL_EXIT_FAILURE. */
 int cvmctl_fail(const cvm_error *err);

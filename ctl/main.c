@@ -13,6 +13,7 @@
 static const cvmctl_command *const commands[] = {
         &cvmctl_cmd_health,
         &cvmctl_cmd_version,
+        &cvmctl_cmd_measure,
 };
 
 static void usage(FILE *f) {
@@ -26,6 +27,8 @@ static void usage(FILE *f) {
                 "  -s, --socket PATH  the daemon's Unix socket (default $CVMD_SOCKET, else %s)\n"
                 "  -u, --url URL      the daemon's TCP address, e.g. http://host:8080\n"
                 "                     (default $CVMD_URL)\n"
+                "  -t, --token TOKEN  API token for TCP (default $CVMD_TOKEN); the Unix socket\n"
+                "                     needs none\n"
                 "      --json         print the API's JSON unchanged\n"
                 "  -h, --help         show this help; `cvmctl COMMAND --help` for a command\n"
                 "      --version      print cvmctl's version\n\n"
@@ -59,19 +62,24 @@ void cvmctl_print_json(json_t *doc) {
 
 int main(int argc, char **argv) {
         static const struct option opts[] = {
-                {"socket", required_argument, NULL, 's'}, {"url", required_argument, NULL, 'u'},
-                {"json", no_argument, NULL, 'j'},         {"help", no_argument, NULL, 'h'},
-                {"version", no_argument, NULL, 'V'},      {0},
+                {"socket", required_argument, NULL, 's'},
+                {"url", required_argument, NULL, 'u'},
+                {"json", no_argument, NULL, 'j'},
+                {"token", required_argument, NULL, 't'},
+                {"help", no_argument, NULL, 'h'},
+                {"version", no_argument, NULL, 'V'},
+                {0},
         };
-        const char *socket_path = NULL, *url = NULL;
+        const char *socket_path = NULL, *url = NULL, *token = NULL;
         cvmctl ctl = {0};
         int c;
         /* "+" stops at the command, whose options are its own. */
-        while ((c = getopt_long(argc, argv, "+s:u:h", opts, NULL)) != -1) {
+        while ((c = getopt_long(argc, argv, "+s:u:t:h", opts, NULL)) != -1) {
                 switch (c) {
                 case 's': socket_path = optarg; break;
                 case 'u': url = optarg; break;
                 case 'j': ctl.json = true; break;
+                case 't': token = optarg; break;
                 case 'h': usage(stdout); return CVMCTL_EXIT_OK;
                 case 'V': printf("cvmctl %s\n", CVM_VERSION); return CVMCTL_EXIT_OK;
                 default: usage(stderr); return CVMCTL_EXIT_USAGE;
@@ -121,7 +129,10 @@ int main(int argc, char **argv) {
         }
         cvm_error err = {0};
         int status;
-        if (cvmctl_client_new(socket_path, socket_path ? NULL : url, &ctl.client, &err) < 0)
+        if (!token)
+                token = getenv("CVMD_TOKEN");
+        if (cvmctl_client_new(socket_path, socket_path ? NULL : url, &ctl.client, &err) < 0 ||
+            (token && *token && cvmctl_client_set_token(ctl.client, token, &err) < 0))
                 status = cvmctl_fail(&err);
         else
                 status = cmd->run(&ctl, cargc, cargv);

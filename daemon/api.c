@@ -1,6 +1,8 @@
 #include "api.h"
 
 #include <jansson.h>
+#include <string.h>
+#include <strings.h>
 #include <microhttpd.h>
 #include <openssl/crypto.h>
 #include <sqlite3.h>
@@ -10,6 +12,7 @@
 #include "daemon.h"
 #include "json.h"
 #include "log.h"
+#include "tenants.h"
 #include "version.h"
 
 static void api_health(cvm_http_req *req, void *userdata) {
@@ -85,8 +88,8 @@ static void api_put_log_level(cvm_http_req *req, void *userdata) {
 }
 
 static const cvm_http_route routes[] = {
-        {"GET", "/v1/health", api_health, 0},
-        {"GET", "/v1/version", api_version, 0},
+        {"GET", "/v1/health", api_health, CVM_HTTP_OPEN},
+        {"GET", "/v1/version", api_version, CVM_HTTP_OPEN},
         {"GET", "/v1/log-level", api_get_log_level, 0},
         {"PUT", "/v1/log-level", api_put_log_level, CVM_HTTP_JSON},
         {"POST", "/v1/vms", cvm_api_create_vm, CVM_HTTP_JSON},
@@ -95,17 +98,39 @@ static const cvm_http_route routes[] = {
         {"DELETE", "/v1/vms/{id}", cvm_api_delete_vm, 0},
         {"POST", "/v1/vms/{id}/invoke", cvm_api_invoke_vm, 0},
         {"GET", "/v1/psp", cvm_api_psp, 0},
-        {"GET", "/v1/functions", cvm_api_list_functions, 0},
-        {"PUT", "/v1/functions/{name}", cvm_api_put_function, CVM_HTTP_JSON},
-        {"GET", "/v1/functions/{name}", cvm_api_get_function, 0},
-        {"DELETE", "/v1/functions/{name}", cvm_api_delete_function, 0},
-        {"PUT", "/v1/functions/{name}/pool", cvm_api_put_pool, CVM_HTTP_JSON},
-        {"POST", "/v1/functions/{name}/invoke", cvm_api_invoke_function, 0},
-        {"GET", "/v1/invocations/{id}", cvm_api_get_invocation, 0},
+        {"GET", "/v1/functions", cvm_api_list_functions, CVM_HTTP_TENANT},
+        {"PUT", "/v1/functions/{name}", cvm_api_put_function, CVM_HTTP_JSON | CVM_HTTP_TENANT},
+        {"GET", "/v1/functions/{name}", cvm_api_get_function, CVM_HTTP_TENANT},
+        {"DELETE", "/v1/functions/{name}", cvm_api_delete_function, CVM_HTTP_TENANT},
+        {"PUT", "/v1/functions/{name}/pool", cvm_api_put_pool, CVM_HTTP_JSON | CVM_HTTP_TENANT},
+        {"POST", "/v1/functions/{name}/invoke", cvm_api_invoke_function, CVM_HTTP_TENANT},
+        {"GET", "/v1/invocations/{id}", cvm_api_get_invocation, CVM_HTTP_TENANT},
         {"GET", "/v1/pool", cvm_api_get_pool, 0},
         {"GET", "/v1/stats", cvm_api_stats, 0},
         {"GET", "/metrics", cvm_api_metrics, 0},
 };
+
+int cvm_api_authorize(cvm_http_req *req, unsigned flags, void *userdata, cvm_error *err) {
+        cvmd *d = userdata;
+        /* Operators reach the daemon through its Unix socket, guarded by file mode. */
+        if ((flags & CVM_HTTP_OPEN) || cvm_http_req_trusted(req))
+                return 0;
+        const char *auth = cvm_http_req_header(req, "Authorization");
+        if (!auth || strncasecmp(auth, "Bearer ", 7) != 0)
+                return cvm_error_set(err, -EACCES,
+                                     "authentication required: send Authorization: Bearer TOKEN");
+        const char *tenant = cvm_tenants_lookup(d->tenants, auth + 7);
+        if (!tenant)
+                return cvm_error_set(err, -EACCES, "unknown API token");
+        if (!(flags & CVM_HTTP_TENANT))
+                return cvm_error_set(err, -EPERM,
+                                     "tenant %s may not call %s %s: it is for the host's "
+                                     "operators",
+                                     tenant, cvm_http_req_method(req), cvm_http_req_path(req));
+        if (cvm_http_req_set_tenant(req, tenant) < 0)
+                return cvm_error_set(err, -ENOMEM, "out of memory");
+        return 0;
+}
 
 const cvm_http_route *cvm_api_routes(size_t *ret_n) {
         *ret_n = CVM_ARRAY_SIZE(routes);

@@ -7,6 +7,9 @@
 #include "http.h"
 
 const cvm_http_route *cvm_api_routes(size_t *ret_n);
+/* Who a request is: everyone for open routes, an operator on a trusted
+ * listener, else the tenant of its bearer token (tenant routes only). */
+int cvm_api_authorize(cvm_http_req *req, unsigned flags, void *userdata, cvm_error *err);
 
 /* api_vms.c */
 void cvm_api_create_vm(cvm_http_req *req, void *userdata);

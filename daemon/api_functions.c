@@ -62,9 +62,12 @@ void cvm_api_reply_invocation(cvm_http_req *req, const cvm_inv_result *r) {
         cvm_http_reply_json(req, r->http_status, body);
 }
 
+/* A function the caller may see: another tenant's is as good as absent. */
 static cvm_function *find_fn(cvm_http_req *req, cvmd *d) {
         const char *name = cvm_http_req_param(req, "name");
         cvm_function *fn = cvm_functions_find(d->functions, name);
+        if (fn && !cvm_function_visible(fn, cvm_http_req_tenant(req)))
+                fn = NULL;
         if (!fn)
                 cvm_http_reply_error(req, 404, "not_found", "no function %s", CVM_QUOTE(name));
         return fn;
@@ -100,8 +103,9 @@ void cvm_api_put_function(cvm_http_req *req, void *ud) {
         cvm_fn_put *put;
         if (!body) {
                 cvm_error_set(&err, -EINVAL, "a JSON function spec is required");
-        } else if (cvm_functions_put(d->functions, cvm_http_req_param(req, "name"), body, on_put,
-                                     req, &put, &err) >= 0) {
+        } else if (cvm_functions_put(d->functions, cvm_http_req_param(req, "name"),
+                                     cvm_http_req_tenant(req), body, on_put, req, &put,
+                                     &err) >= 0) {
                 cvm_http_req_set_cancel(req, put_cancelled, put);
                 return;
         }
@@ -133,7 +137,8 @@ void cvm_api_list_functions(cvm_http_req *req, void *ud) {
         cvmd *d = ud;
         json_t *list = json_array();
         for (cvm_function *fn = cvm_functions_first(d->functions); fn; fn = cvm_function_next(fn))
-                json_array_append_new(list, cvm_function_to_json(fn));
+                if (cvm_function_visible(fn, cvm_http_req_tenant(req)))
+                        json_array_append_new(list, cvm_function_to_json(fn));
         cvm_http_reply_json(req, 200, json_pack("{s:o}", "functions", list));
 }
 
@@ -147,6 +152,8 @@ void cvm_api_delete_function(cvm_http_req *req, void *ud) {
         cvmd *d = ud;
         const char *name = cvm_http_req_param(req, "name");
         cvm_error err = {0};
+        if (!find_fn(req, d))
+                return;
         if (cvm_functions_delete(d->functions, name, &err) < 0) {
                 cvm_http_reply_cvm_error(req, &err);
                 return;
@@ -208,7 +215,7 @@ void cvm_api_invoke_function(cvm_http_req *req, void *ud) {
 void cvm_api_get_invocation(cvm_http_req *req, void *ud) {
         cvmd *d = ud;
         const char *id = cvm_http_req_param(req, "id");
-        json_t *j = cvm_functions_async_result(d->functions, id);
+        json_t *j = cvm_functions_async_result(d->functions, id, cvm_http_req_tenant(req));
         if (!j) {
                 cvm_http_reply_error(req, 404, "not_found",
                                      "no async invocation %s (unknown, or its result expired)",

@@ -4,10 +4,12 @@
 #include <fcntl.h>
 #include <openssl/rand.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include "api.h"
@@ -17,6 +19,7 @@
 #include "listen.h"
 #include "metrics.h"
 #include "sim.h"
+#include "tenants.h"
 #include "log.h"
 #include "version.h"
 
@@ -67,6 +70,27 @@ static void on_vm_died(cvm_vm *vm, const cvm_error *why, void *userdata) {
         (void)userdata;
         log_warn("vm %s died: %s", vm->id, why->message);
         cvm_vm_retire(vm, why->message);
+}
+
+static const char *const auth_fields[] = {"tokens_file", NULL};
+
+/* The "auth" section: the tokens file (hashes of tenants' API tokens). The
+ * default location may be missing (no tenants); a configured one may not. */
+static int load_tenants(const cvm_config *cfg, cvm_tenants **ret, cvm_error *err) {
+        json_t *auth = json_object_get(cfg->sections, "auth");
+        const char *path = NULL;
+        int r;
+        if (auth && ((r = cvm_json_check_fields(auth, "auth", auth_fields, err)) < 0 ||
+                     (r = cvm_json_get_string(auth, "auth", "tokens_file", false, &path, err)) < 0))
+                return r;
+        if (path)
+                return cvm_tenants_load(path, false, ret, err);
+        const char *dir = getenv("CONFIGURATION_DIRECTORY");
+        char def[4096];
+        snprintf(def, sizeof(def), "%.*s/tokens.json",
+                 dir && *dir ? (int)strcspn(dir, ":") : (int)strlen("/etc/cvmd"),
+                 dir && *dir ? dir : "/etc/cvmd");
+        return cvm_tenants_load(def, true, ret, err);
 }
 
 static const char *const pool_fields[] = {"memory_mib", "vms", NULL};
@@ -139,6 +163,10 @@ int cvmd_check_sections(const cvm_config *cfg, cvm_error *err) {
         cvm_functions_deps fd;
         if (r >= 0)
                 r = functions_deps(cfg, &fd, err);
+        cvm_tenants *t = NULL;
+        if (r >= 0)
+                r = load_tenants(cfg, &t, err);
+        cvm_tenants_free(t);
         return r;
 }
 
@@ -155,7 +183,9 @@ static int open_listeners(cvmd *d, cvm_error *err) {
         for (int i = 0; i < n; i++) {
                 char name[64];
                 snprintf(name, sizeof(name), "systemd socket %d", i);
-                int r = cvm_http_server_listen_fd(d->http, fds[i], name, err);
+                /* A passed Unix socket is the operators', as our own would be. */
+                bool trusted = sd_is_socket_unix(fds[i], SOCK_STREAM, 1, NULL, 0) > 0;
+                int r = cvm_http_server_listen_fd(d->http, fds[i], name, trusted, err);
                 if (r < 0)
                         return r;
                 log_info("listening on %s", name);
@@ -173,7 +203,9 @@ static int open_listeners(cvmd *d, cvm_error *err) {
                                 return cvm_error_set(err, -ENOMEM, "out of memory");
                         }
                 }
-                if ((r = cvm_http_server_listen_fd(d->http, fd, d->cfg.listen[i], err)) < 0)
+                bool trusted = strncmp(d->cfg.listen[i], "unix:", 5) == 0;
+                if ((r = cvm_http_server_listen_fd(d->http, fd, d->cfg.listen[i], trusted, err)) <
+                    0)
                         return r;
                 log_info("listening on %s", CVM_QUOTE(d->cfg.listen[i]));
         }
@@ -271,6 +303,11 @@ int cvmd_start(cvmd *d, cvm_config *cfg, cvm_error *err) {
         const cvm_http_route *routes = cvm_api_routes(&n_routes);
         if ((r = cvm_http_server_new(&d->loop, routes, n_routes, d, &limits, &d->http, err)) < 0)
                 return r;
+        if ((r = load_tenants(&d->cfg, &d->tenants, err)) < 0)
+                return cvm_error_prefix(err, "config: ");
+        if (cvm_tenants_count(d->tenants))
+                log_info("%zu tenant(s) may use the TCP listeners", cvm_tenants_count(d->tenants));
+        cvm_http_server_set_auth(d->http, cvm_api_authorize, d);
         if ((r = open_listeners(d, err)) < 0)
                 return r;
 
@@ -403,6 +440,7 @@ void cvmd_done(cvmd *d) {
                 uv_loop_close(&d->loop);
         }
         cvm_clock_uv_free(d->clock);
+        cvm_tenants_free(d->tenants);
         cvm_image_spec_done(&d->image_defaults);
         cvm_config_done(&d->cfg);
         if (d->lock_fd >= 0)

@@ -32,6 +32,7 @@ typedef struct cvmd {
         bool host_runs_handlers; /* Handlers run on this machine: check they exist. */
         cvm_vms *vms;
         struct cvm_functions *functions;
+        struct cvm_tenants *tenants; /* API tokens of the TCP listeners. */
         struct cvm_metrics *metrics; /* Counters and histograms for /metrics, /v1/stats. */
         cvm_image_cache *images;
         cvm_image_spec image_defaults; /* The config's "image" section over built-ins. */

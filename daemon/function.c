@@ -32,6 +32,7 @@ typedef struct fn_gen {
 struct cvm_function {
         cvm_functions *fns;
         char name[CVM_FUNCTION_NAME_MAX + 1];
+        char *tenant; /* The owner; NULL for the host's operators. */
         fn_gen *gen;
         json_t *spec_json; /* As stored. */
         int64_t created_ms, updated_ms;
@@ -42,6 +43,7 @@ struct cvm_function {
 struct cvm_fn_put {
         cvm_functions *fns;
         char name[CVM_FUNCTION_NAME_MAX + 1];
+        char *tenant;
         cvm_fn_spec spec;
         json_t *spec_json;
         cvm_image *image;
@@ -55,6 +57,7 @@ struct cvm_fn_put {
 typedef struct async_entry {
         char id[32];
         char function[CVM_FUNCTION_NAME_MAX + 1];
+        char *tenant;
         bool done;
         int64_t started_ms, finished_ms;
         uint64_t expires_ns;
@@ -441,6 +444,7 @@ static void put_free(cvm_fn_put *p) {
         cvm_image_unref(p->image);
         cvm_fn_spec_done(&p->spec);
         json_decref(p->spec_json);
+        free(p->tenant);
         free(p);
 }
 
@@ -486,6 +490,7 @@ static void put_apply(cvm_fn_put *p) {
                         }
                         fn->fns = fns;
                         snprintf(fn->name, sizeof(fn->name), "%s", p->name);
+                        fn->tenant = CVM_TAKE_PTR(p->tenant);
                         fn->created_ms = now_ms;
                         registry_add(fns, fn);
                 } else {
@@ -523,7 +528,8 @@ static void put_store(cvm_fn_put *p) {
                 put_finish(p, NULL, false, &err);
                 return;
         }
-        cvm_store_val v[] = {CVM_STORE_S(p->name), CVM_STORE_S(text), CVM_STORE_I(cvm_wall_ms())};
+        cvm_store_val v[] = {CVM_STORE_S(p->name), CVM_STORE_S(text), CVM_STORE_I(cvm_wall_ms()),
+                             CVM_STORE_S(p->tenant)};
         int r = cvm_store_write(p->fns->d.store, CVM_STORE_FUNCTION_PUT, v, CVM_ARRAY_SIZE(v),
                                 on_put_stored, p);
         if (r < 0) {
@@ -548,9 +554,9 @@ static void on_put_image(cvm_image *img, const cvm_error *err, void *ud) {
         put_store(p);
 }
 
-static int put_start(cvm_functions *fns, const char *name, json_t *spec_json, cvm_fn_spec *spec,
-                     bool measure, cvm_fn_put_cb cb, void *userdata, cvm_fn_put **ret,
-                     cvm_error *err) {
+static int put_start(cvm_functions *fns, const char *name, const char *tenant, json_t *spec_json,
+                     cvm_fn_spec *spec, bool measure, cvm_fn_put_cb cb, void *userdata,
+                     cvm_fn_put **ret, cvm_error *err) {
         for (cvm_fn_put *q = fns->puts; q; q = q->next)
                 if (strcmp(q->name, name) == 0)
                         return cvm_error_set(err, -EBUSY,
@@ -561,6 +567,10 @@ static int put_start(cvm_functions *fns, const char *name, json_t *spec_json, cv
                 return cvm_error_set(err, -ENOMEM, "out of memory");
         p->fns = fns;
         snprintf(p->name, sizeof(p->name), "%s", name);
+        if (tenant && !(p->tenant = strdup(tenant))) {
+                free(p);
+                return cvm_error_set(err, -ENOMEM, "out of memory");
+        }
         p->spec = *spec;
         *spec = (cvm_fn_spec){0};
         p->spec_json = json_incref(spec_json);
@@ -586,18 +596,28 @@ static int put_start(cvm_functions *fns, const char *name, json_t *spec_json, cv
         return 0;
 }
 
-int cvm_functions_put(cvm_functions *fns, const char *name, json_t *spec_json, cvm_fn_put_cb cb,
-                      void *userdata, cvm_fn_put **ret, cvm_error *err) {
+bool cvm_function_visible(const cvm_function *fn, const char *tenant) {
+        return !tenant || (fn->tenant && strcmp(fn->tenant, tenant) == 0);
+}
+
+int cvm_functions_put(cvm_functions *fns, const char *name, const char *tenant, json_t *spec_json,
+                      cvm_fn_put_cb cb, void *userdata, cvm_fn_put **ret, cvm_error *err) {
         int r = cvm_function_name_check(name, err);
         if (r < 0)
                 return r;
-        if (!cvm_functions_find(fns, name) && fns->count >= fns->d.max_functions)
+        cvm_function *existing = cvm_functions_find(fns, name);
+        /* Another tenant's function does not exist for this caller. */
+        if (existing && !cvm_function_visible(existing, tenant))
+                return cvm_error_set(err, -ENOENT, "no function %s", CVM_QUOTE(name));
+        if (!existing && fns->count >= fns->d.max_functions)
                 return cvm_error_set(err, -ENOSPC, "too many functions: at most %u",
                                      fns->d.max_functions);
         cvm_fn_spec spec;
         if ((r = cvm_fn_spec_parse(spec_json, &fns->d.limits, &spec, err)) < 0)
                 return r;
-        r = put_start(fns, name, spec_json, &spec, true, cb, userdata, ret, err);
+        /* A replacement keeps its owner. */
+        r = put_start(fns, name, existing ? existing->tenant : tenant, spec_json, &spec, true, cb,
+                      userdata, ret, err);
         cvm_fn_spec_done(&spec);
         return r;
 }
@@ -623,7 +643,8 @@ int cvm_function_set_pool(cvm_function *fn, json_t *pool, cvm_fn_put_cb cb, void
                 return r;
         /* The image is unchanged: the measurement the function has stands. */
         cvm_fn_put *p;
-        r = put_start(fn->fns, fn->name, spec_json, &spec, false, cb, userdata, &p, err);
+        r = put_start(fn->fns, fn->name, fn->tenant, spec_json, &spec, false, cb, userdata, &p,
+                      err);
         cvm_fn_spec_done(&spec);
         return r;
 }
@@ -640,17 +661,18 @@ int cvm_functions_delete(cvm_functions *fns, const char *name, cvm_error *err) {
         log_info("function %s deleted: draining its VMs", fn->name);
         gen_drain(fn->gen);
         json_decref(fn->spec_json);
+        free(fn->tenant);
         free(fn);
         return 0;
 }
 
 json_t *cvm_function_to_json(const cvm_function *fn) {
-        json_t *j = json_pack("{s:s, s:I, s:I, s:s, s:f, s:o, s:o}", "name", fn->name,
-                              "created_at_ms", (json_int_t)fn->created_ms, "updated_at_ms",
-                              (json_int_t)fn->updated_ms, "measurement", fn->gen->image->digest_hex,
-                              "expected_psp_ms", (double)(fn->gen->image->psp_ns / 1000) / 1e3,
-                              "spec", cvm_fn_spec_to_json(&fn->gen->spec), "pool",
-                              cvm_pool_fn_to_json(fn->gen->pool));
+        json_t *j = json_pack(
+                "{s:s, s:s?, s:I, s:I, s:s, s:f, s:o, s:o}", "name", fn->name, "tenant", fn->tenant,
+                "created_at_ms", (json_int_t)fn->created_ms, "updated_at_ms",
+                (json_int_t)fn->updated_ms, "measurement", fn->gen->image->digest_hex,
+                "expected_psp_ms", (double)(fn->gen->image->psp_ns / 1000) / 1e3, "spec",
+                cvm_fn_spec_to_json(&fn->gen->spec), "pool", cvm_pool_fn_to_json(fn->gen->pool));
         return j;
 }
 
@@ -684,10 +706,11 @@ static int restore_row(sqlite3_stmt *row, void *ud, cvm_error *err) {
         restore_ctx *c = ud;
         const char *name = (const char *)sqlite3_column_text(row, 0);
         const char *text = (const char *)sqlite3_column_text(row, 1);
+        const char *tenant = (const char *)sqlite3_column_text(row, 2);
         json_auto_t *spec = NULL;
         cvm_error e = {0};
         if (!name || !text || cvm_json_parse_object(text, strlen(text), &spec, &e) < 0 ||
-            cvm_functions_put(c->fns, name, spec, on_restored, NULL, NULL, &e) < 0) {
+            cvm_functions_put(c->fns, name, tenant, spec, on_restored, NULL, NULL, &e) < 0) {
                 /* One bad row must not keep the others down. */
                 log_error("function %s could not be restored: %s", name ? name : "?", e.message);
                 c->failed++;
@@ -699,7 +722,8 @@ static int restore_row(sqlite3_stmt *row, void *ud, cvm_error *err) {
 
 int cvm_functions_restore(cvm_functions *fns, cvm_error *err) {
         restore_ctx c = {.fns = fns};
-        int r = cvm_store_read(fns->d.store, "SELECT name, spec FROM functions ORDER BY name",
+        int r = cvm_store_read(fns->d.store,
+                               "SELECT name, spec, tenant FROM functions ORDER BY name",
                                restore_row, &c, err);
         if (r < 0)
                 return r;
@@ -721,6 +745,7 @@ static void async_unlink(cvm_functions *fns, async_entry *e) {
                 fns->async_tail = e->prev;
         fns->async_count--;
         json_decref(e->result);
+        free(e->tenant);
         free(e);
 }
 
@@ -737,7 +762,7 @@ static void on_async_sweep(cvm_timer *t, void *ud) {
 }
 
 static async_entry *async_add(cvm_functions *fns, const char *id, const char *function,
-                              cvm_error *err) {
+                              const char *tenant, cvm_error *err) {
         if (fns->async_count >= fns->d.async_max) {
                 /* Make room by forgetting the oldest finished result. */
                 async_entry *old = NULL;
@@ -758,6 +783,11 @@ static async_entry *async_add(cvm_functions *fns, const char *id, const char *fu
         }
         snprintf(e->id, sizeof(e->id), "%s", id);
         snprintf(e->function, sizeof(e->function), "%s", function);
+        if (tenant && !(e->tenant = strdup(tenant))) {
+                free(e);
+                cvm_error_set(err, -ENOMEM, "out of memory");
+                return NULL;
+        }
         e->started_ms = cvm_wall_ms();
         e->prev = fns->async_tail;
         if (fns->async_tail)
@@ -805,9 +835,11 @@ static json_t *result_json(const cvm_inv_result *r) {
         return j;
 }
 
-json_t *cvm_functions_async_result(cvm_functions *fns, const char *id) {
+json_t *cvm_functions_async_result(cvm_functions *fns, const char *id, const char *tenant) {
         for (async_entry *e = fns->async_tail; e; e = e->prev)
                 if (strcmp(e->id, id) == 0) {
+                        if (tenant && (!e->tenant || strcmp(tenant, e->tenant) != 0))
+                                return NULL;
                         if (e->done)
                                 return json_incref(e->result);
                         return json_pack("{s:s, s:s, s:s, s:I}", "id", e->id, "function",
@@ -1045,7 +1077,7 @@ int cvm_function_invoke(cvm_function *fn, const void *body, size_t len, bool asy
         }
         if (r >= 0)
                 r = cvm_timer_new(fns->d.clock, on_deadline, inv, &inv->deadline, err);
-        if (r >= 0 && async && !(inv->entry = async_add(fns, inv->id, fn->name, err)))
+        if (r >= 0 && async && !(inv->entry = async_add(fns, inv->id, fn->name, fn->tenant, err)))
                 r = err->code;
         if (r < 0) {
                 inv_free(inv);
@@ -1141,6 +1173,7 @@ void cvm_functions_free(cvm_functions *fns) {
         for (cvm_function *fn = fns->head, *next; fn; fn = next) {
                 next = fn->next;
                 json_decref(fn->spec_json);
+                free(fn->tenant);
                 free(fn);
         }
         cvm_pool_free(fns->pool);

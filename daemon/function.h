@@ -73,8 +73,12 @@ void cvm_functions_free(cvm_functions *fns);
  * settings keeps them. */
 typedef void (*cvm_fn_put_cb)(cvm_function *fn, bool created, const cvm_error *err, void *userdata);
 typedef struct cvm_fn_put cvm_fn_put;
-int cvm_functions_put(cvm_functions *fns, const char *name, json_t *spec, cvm_fn_put_cb cb,
-                      void *userdata, cvm_fn_put **ret, cvm_error *err);
+/* tenant: who the function belongs to (NULL: the host's operators); another
+ * tenant's function of that name is -ENOENT and changes nothing. */
+int cvm_functions_put(cvm_functions *fns, const char *name, const char *tenant, json_t *spec,
+                      cvm_fn_put_cb cb, void *userdata, cvm_fn_put **ret, cvm_error *err);
+/* Whether a caller acting for tenant (NULL: an operator) may see fn. */
+bool cvm_function_visible(const cvm_function *fn, const char *tenant);
 /* The caller stops listening; the update itself goes on. */
 void cvm_fn_put_forget(cvm_fn_put *put);
 
@@ -130,6 +134,6 @@ void cvm_inv_result_from_outcome(const cvm_vm_outcome *out, uint32_t timeout_ms,
                                  char *msg, size_t msg_size);
 
 /* Async results: GET /v1/invocations/{id}. NULL when unknown or expired. */
-json_t *cvm_functions_async_result(cvm_functions *fns, const char *id);
+json_t *cvm_functions_async_result(cvm_functions *fns, const char *id, const char *tenant);
 
 json_t *cvm_functions_pool_json(cvm_functions *fns);

@@ -47,6 +47,7 @@ struct cvm_http_req {
         cvm_http_cancel_cb cancel;
         void *cancel_data;
         uint64_t started_ns;
+        char *tenant;
 };
 
 struct listener {
@@ -56,6 +57,7 @@ struct listener {
         uv_poll_t poll;
         uv_timer_t timer;
         bool listening;
+        bool trusted;
         int handles_open;
         listener *next;
 };
@@ -67,6 +69,8 @@ struct cvm_http_server {
         void *userdata;
         cvm_http_limits limits;
         listener *listeners;
+        cvm_http_auth_fn auth;
+        void *auth_data;
         cvm_http_req *reqs;
         size_t n_reqs;
         size_t pending; /* Handled, not yet answered. */
@@ -277,6 +281,28 @@ json_t *cvm_http_req_json(const cvm_http_req *req) {
         return req->json;
 }
 
+bool cvm_http_req_trusted(const cvm_http_req *req) {
+        return req->listener->trusted;
+}
+
+const char *cvm_http_req_tenant(const cvm_http_req *req) {
+        return req->tenant;
+}
+
+int cvm_http_req_set_tenant(cvm_http_req *req, const char *tenant) {
+        char *t = tenant ? strdup(tenant) : NULL;
+        if (tenant && !t)
+                return -ENOMEM;
+        free(req->tenant);
+        req->tenant = t;
+        return 0;
+}
+
+void cvm_http_server_set_auth(cvm_http_server *srv, cvm_http_auth_fn auth, void *userdata) {
+        srv->auth = auth;
+        srv->auth_data = userdata;
+}
+
 void cvm_http_req_set_cancel(cvm_http_req *req, cvm_http_cancel_cb cb, void *userdata) {
         req->cancel = cb;
         req->cancel_data = userdata;
@@ -304,6 +330,7 @@ static void req_free(cvm_http_req *req) {
         if (req->response)
                 MHD_destroy_response(req->response);
         json_decref(req->json);
+        free(req->tenant);
         free(req->body);
         free(req->method);
         free(req->path);
@@ -352,6 +379,22 @@ static void req_route(cvm_http_req *req) {
                                              req->method, CVM_QUOTE(req->path));
                 }
                 return;
+        }
+        if (srv->auth) {
+                cvm_error err = {0};
+                if (srv->auth(req, req->route->flags, srv->auth_data, &err) < 0) {
+                        if (err.code == -EACCES)
+                                cvm_http_req_add_header(req, "WWW-Authenticate", "Bearer");
+                        unsigned status = err.code == -EACCES ? 401
+                                          : err.code == -EPERM
+                                                  ? 403
+                                                  : cvm_http_status_for_errno(err.code);
+                        cvm_http_reply_error(req, status,
+                                             status == 401 ? "unauthenticated"
+                                                           : cvm_error_code_name(err.code),
+                                             "%s", err.message);
+                        return;
+                }
         }
         const char *cl = cvm_http_req_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH);
         const char *te = cvm_http_req_header(req, MHD_HTTP_HEADER_TRANSFER_ENCODING);
@@ -541,7 +584,8 @@ static void listener_closed(uv_handle_t *h) {
         }
 }
 
-int cvm_http_server_listen_fd(cvm_http_server *srv, int fd, const char *name, cvm_error *err) {
+int cvm_http_server_listen_fd(cvm_http_server *srv, int fd, const char *name, bool trusted,
+                              cvm_error *err) {
         listener *l = calloc(1, sizeof(*l));
         if (!l || !(l->name = strdup(name))) {
                 free(l);
@@ -549,6 +593,7 @@ int cvm_http_server_listen_fd(cvm_http_server *srv, int fd, const char *name, cv
                 return cvm_error_set(err, -ENOMEM, "out of memory");
         }
         l->srv = srv;
+        l->trusted = trusted;
         l->mhd = MHD_start_daemon(
                 MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL,
                 on_access, l, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET,

@@ -24,7 +24,18 @@ typedef void (*cvm_http_cancel_cb)(cvm_http_req *req, void *userdata);
 enum {
         /* A body, if present, must be a JSON object (415/400 otherwise). */
         CVM_HTTP_JSON = 1 << 0,
+        /* Anyone may call it, on any listener (health, version). */
+        CVM_HTTP_OPEN = 1 << 1,
+        /* Tenants may call it too (scoped to their own objects); without
+         * this or OPEN a route is for operators only. */
+        CVM_HTTP_TENANT = 1 << 2,
 };
+
+/* Decides who a request is before its handler runs: returns 0 (setting the
+ * principal with cvm_http_req_set_tenant, or leaving it NULL for an
+ * operator) or a negative errno with err set, which is the answer. */
+typedef int (*cvm_http_auth_fn)(cvm_http_req *req, unsigned route_flags, void *userdata,
+                                cvm_error *err);
 
 typedef struct cvm_http_route {
         const char *method;  /* "GET", "PUT", ... (HEAD is served by GET routes). */
@@ -42,8 +53,12 @@ typedef struct cvm_http_limits {
 int cvm_http_server_new(uv_loop_t *loop, const cvm_http_route *routes, size_t n_routes,
                         void *userdata, const cvm_http_limits *limits, cvm_http_server **ret,
                         cvm_error *err);
-/* Serves a listening socket; takes ownership of fd. name is for logs. */
-int cvm_http_server_listen_fd(cvm_http_server *srv, int fd, const char *name, cvm_error *err);
+/* Serves a listening socket; takes ownership of fd. name is for logs.
+ * trusted: callers on it are the host's operators (a Unix socket whose file
+ * mode decides who may connect); others must authenticate. */
+int cvm_http_server_listen_fd(cvm_http_server *srv, int fd, const char *name, bool trusted,
+                              cvm_error *err);
+void cvm_http_server_set_auth(cvm_http_server *srv, cvm_http_auth_fn auth, void *userdata);
 /* Stops accepting connections; open ones are still served. */
 void cvm_http_server_stop_listening(cvm_http_server *srv);
 /* Requests handled but not yet answered. */
@@ -63,6 +78,11 @@ const void *cvm_http_req_body(const cvm_http_req *req, size_t *ret_len);
 /* The parsed body of a CVM_HTTP_JSON route, or NULL when the body was empty. */
 json_t *cvm_http_req_json(const cvm_http_req *req);
 void cvm_http_req_set_cancel(cvm_http_req *req, cvm_http_cancel_cb cb, void *userdata);
+/* Whether the request came on a trusted listener. */
+bool cvm_http_req_trusted(const cvm_http_req *req);
+/* The tenant the request acts for; NULL for an operator. */
+const char *cvm_http_req_tenant(const cvm_http_req *req);
+int cvm_http_req_set_tenant(cvm_http_req *req, const char *tenant);
 
 /* Replying: exactly once per request. Headers must be added before. */
 int cvm_http_req_add_header(cvm_http_req *req, const char *name, const char *value);

@@ -71,6 +71,8 @@ static const char *const migrations[] = {
         " spec TEXT NOT NULL,"
         " created_at_ms INTEGER NOT NULL,"
         " updated_at_ms INTEGER NOT NULL);",
+        /* 4: the tenant that owns a function; NULL for the host's operators. */
+        "ALTER TABLE functions ADD COLUMN tenant TEXT;",
 };
 
 static const char *const stmt_sql[CVM_STORE_STMT_COUNT] = {
@@ -91,7 +93,7 @@ static const char *const stmt_sql[CVM_STORE_STMT_COUNT] = {
                                  " total_us, status, exit_code, bytes_in, bytes_out, error)"
                                  " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [CVM_STORE_FUNCTION_PUT] = "INSERT INTO functions (name, spec, created_at_ms,"
-                                   " updated_at_ms) VALUES (?1, ?2, ?3, ?3)"
+                                   " updated_at_ms, tenant) VALUES (?1, ?2, ?3, ?3, ?4)"
                                    " ON CONFLICT (name) DO UPDATE SET spec = ?2,"
                                    " updated_at_ms = ?3",
         [CVM_STORE_FUNCTION_DELETE] = "DELETE FROM functions WHERE name = ?",

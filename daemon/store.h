@@ -25,7 +25,7 @@ typedef enum cvm_store_stmt {
         /* id, function, vm_id, start_kind, started_at_ms, queue_us, psp_wait_us, psp_us,
          * boot_us, exec_us, total_us, status, exit_code, bytes_in, bytes_out, error */
         CVM_STORE_INVOCATION,
-        CVM_STORE_FUNCTION_PUT,    /* name, spec JSON, now_ms */
+        CVM_STORE_FUNCTION_PUT,    /* name, spec JSON, now_ms, tenant */
         CVM_STORE_FUNCTION_DELETE, /* name */
         CVM_STORE_STMT_COUNT,
 } cvm_store_stmt;

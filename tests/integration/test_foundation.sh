@@ -24,7 +24,7 @@ expect "an unknown flag is a usage error" "$rc" "^2$"
 echo '{"http": {"max_body_bytes": 4096}, "shutdown_grace_ms": 2000}' >"$TMP/cfg.json"
 start_daemon --config "$TMP/cfg.json" || { not_ok "daemon starts"; finish; }
 ok "daemon starts"
-expect "GET /v1/health" "$(api GET /v1/health)" '^200 \{"status":"ok",.*"schema_version":3'
+expect "GET /v1/health" "$(api GET /v1/health)" '^200 \{"status":"ok",.*"schema_version":4'
 expect "GET /v1/version" "$(api GET /v1/version)" '^200 \{"version":"[0-9.]+","api":"v1"'
 expect "HEAD /v1/health" "$(curl -s -I --unix-socket "$SOCK" http://cvmd/v1/health | head -1)" "200"
 check "cvmctl health" "$CVMCTL" health

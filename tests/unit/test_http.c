@@ -193,7 +193,7 @@ static void test_http_end_to_end(void **state) {
         char addr[80];
         snprintf(addr, sizeof(addr), "unix:%s", c.sock);
         assert_int_equal(cvm_listen_open(addr, 0600, &fd, &err), 0);
-        assert_int_equal(cvm_http_server_listen_fd(c.srv, fd, addr, &err), 0);
+        assert_int_equal(cvm_http_server_listen_fd(c.srv, fd, addr, true, &err), 0);
 
         client_job job = {.c = &c};
         pthread_t t;
