@@ -1,6 +1,10 @@
 #include "agent_proto.h"
 
 #include <errno.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/obj_mac.h>
+#include <openssl/x509.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,6 +15,23 @@
 #define OFF_FLAGS 6
 #define OFF_ID 8
 #define OFF_LEN 16
+
+/* ATTEST_RESULT layout: status u8, reserved u8, key_len u16, report_len u32,
+ * error u32, exitinfo2 u64, report_data[64], then the key and the report. */
+#define AR_STATUS 0
+#define AR_RESERVED 1
+#define AR_KEY_LEN 2
+#define AR_REPORT_LEN 4
+#define AR_ERROR 8
+#define AR_EXITINFO2 12
+#define AR_REPORT_DATA 20
+_Static_assert(AR_REPORT_DATA + CVM_AGENT_REPORT_DATA_SIZE == CVM_AGENT_ATTEST_RESULT_FIXED,
+               "ATTEST_RESULT fixed fields");
+/* Every message's fixed fields fit the encoder's head buffer. */
+_Static_assert(CVM_AGENT_HEADER_SIZE + CVM_AGENT_ATTEST_RESULT_FIXED <= CVM_AGENT_MSG_HEAD_MAX,
+               "ATTEST_RESULT head");
+_Static_assert(CVM_AGENT_HEADER_SIZE + CVM_AGENT_ATTEST_NONCE_SIZE <= CVM_AGENT_MSG_HEAD_MAX,
+               "ATTEST head");
 
 static void put16(uint8_t *p, uint16_t v) {
         p[0] = (uint8_t)v;
@@ -53,6 +74,8 @@ const char *cvm_agent_msg_type_name(int type) {
         case CVM_AGENT_MSG_PING: return "PING";
         case CVM_AGENT_MSG_PONG: return "PONG";
         case CVM_AGENT_MSG_SHUTDOWN: return "SHUTDOWN";
+        case CVM_AGENT_MSG_ATTEST: return "ATTEST";
+        case CVM_AGENT_MSG_ATTEST_RESULT: return "ATTEST_RESULT";
         default: return "unknown";
         }
 }
@@ -65,6 +88,15 @@ const char *cvm_agent_status_name(int status) {
         case CVM_AGENT_STATUS_BUSY: return "busy";
         case CVM_AGENT_STATUS_SPAWN_ERROR: return "spawn_error";
         case CVM_AGENT_STATUS_TOO_LARGE: return "too_large";
+        default: return "unknown";
+        }
+}
+
+const char *cvm_agent_attest_status_name(int status) {
+        switch (status) {
+        case CVM_AGENT_ATTEST_REPORT: return "report";
+        case CVM_AGENT_ATTEST_NO_DEVICE: return "no_device";
+        case CVM_AGENT_ATTEST_FAILED: return "failed";
         default: return "unknown";
         }
 }
@@ -93,7 +125,7 @@ static int parse_header(cvm_agent_decoder *d, cvm_error *err) {
                 return fail(d, -EPROTO, err, "bad frame magic", magic);
         if (h[OFF_VERSION] != CVM_AGENT_PROTO_VERSION)
                 return fail(d, -EPROTO, err, "unsupported frame version", h[OFF_VERSION]);
-        if (h[OFF_TYPE] < CVM_AGENT_MSG_HELLO || h[OFF_TYPE] > CVM_AGENT_MSG_SHUTDOWN)
+        if (h[OFF_TYPE] < CVM_AGENT_MSG_HELLO || h[OFF_TYPE] > CVM_AGENT_MSG_ATTEST_RESULT)
                 return fail(d, -EPROTO, err, "unknown message type", h[OFF_TYPE]);
         if (get16(h + OFF_FLAGS) != 0)
                 return fail(d, -EPROTO, err, "unknown frame flags", get16(h + OFF_FLAGS));
@@ -270,6 +302,134 @@ int cvm_agent_result_decode(const cvm_agent_frame *f, cvm_agent_result *ret, cvm
         return 0;
 }
 
+int cvm_agent_attest_decode(const cvm_agent_frame *f, uint8_t nonce[CVM_AGENT_ATTEST_NONCE_SIZE],
+                            cvm_error *err) {
+        if (f->type != CVM_AGENT_MSG_ATTEST)
+                return bad_payload(err, f, "not an ATTEST");
+        if (f->len != CVM_AGENT_ATTEST_NONCE_SIZE)
+                return bad_payload(err, f, "the nonce is not 64 bytes");
+        memcpy(nonce, f->payload, CVM_AGENT_ATTEST_NONCE_SIZE);
+        return 0;
+}
+
+int cvm_agent_attest_result_validate(const cvm_agent_attest_result *r, cvm_error *err) {
+        const char *why = NULL;
+        bool failed = r->status == CVM_AGENT_ATTEST_FAILED;
+        if (r->status > CVM_AGENT_ATTEST_FAILED)
+                why = "unknown status";
+        else if (r->public_key_len < 1 || r->public_key_len > CVM_AGENT_MAX_PUBLIC_KEY)
+                why = "public key length out of range";
+        else if (r->status == CVM_AGENT_ATTEST_REPORT &&
+                 (r->report_len < CVM_AGENT_SNP_REPORT_MIN ||
+                  r->report_len > CVM_AGENT_SNP_REPORT_MAX))
+                why = "report length out of range";
+        else if (r->status != CVM_AGENT_ATTEST_REPORT && r->report_len != 0)
+                why = "a report on a status other than report";
+        else if (failed && r->error == 0)
+                why = "a failure without an error";
+        else if (!failed && (r->error != 0 || r->exitinfo2 != 0))
+                why = "an error on a status other than failed";
+        /* A report for other REPORT_DATA cannot be this answer's, whoever signed it. */
+        else if (r->report_len > 0 && memcmp(r->report + CVM_AGENT_SNP_REPORT_DATA_OFFSET,
+                                             r->report_data, CVM_AGENT_REPORT_DATA_SIZE) != 0)
+                why = "the report carries other REPORT_DATA";
+        if (why)
+                return cvm_error_set(err, -EPROTO,
+                                     "agent protocol: invalid ATTEST_RESULT (status %u): %s",
+                                     r->status, why);
+        return 0;
+}
+
+int cvm_agent_attest_result_decode(const cvm_agent_frame *f, cvm_agent_attest_result *ret,
+                                   cvm_error *err) {
+        const uint8_t *p = f->payload;
+        if (f->type != CVM_AGENT_MSG_ATTEST_RESULT)
+                return bad_payload(err, f, "not an ATTEST_RESULT");
+        if (f->len < CVM_AGENT_ATTEST_RESULT_FIXED)
+                return bad_payload(err, f, "shorter than its fixed fields");
+        if (p[AR_RESERVED] != 0)
+                return bad_payload(err, f, "reserved byte is not 0");
+        /* Both lengths are bounded, so their sum cannot overflow; it must fill the payload. */
+        uint16_t key_len = get16(p + AR_KEY_LEN);
+        uint32_t report_len = get32(p + AR_REPORT_LEN);
+        if (key_len > CVM_AGENT_MAX_PUBLIC_KEY || report_len > CVM_AGENT_SNP_REPORT_MAX)
+                return bad_payload(err, f, "key or report length out of range");
+        if ((uint64_t)CVM_AGENT_ATTEST_RESULT_FIXED + key_len + report_len != f->len)
+                return bad_payload(err, f, "key and report lengths do not fill the payload");
+        cvm_agent_attest_result r = {
+                .status = p[AR_STATUS],
+                .error = get32(p + AR_ERROR),
+                .exitinfo2 = get64(p + AR_EXITINFO2),
+                .public_key = p + CVM_AGENT_ATTEST_RESULT_FIXED,
+                .public_key_len = key_len,
+                .report = report_len ? p + CVM_AGENT_ATTEST_RESULT_FIXED + key_len : NULL,
+                .report_len = report_len,
+        };
+        memcpy(r.report_data, p + AR_REPORT_DATA, CVM_AGENT_REPORT_DATA_SIZE);
+        if (cvm_agent_attest_result_validate(&r, err) < 0)
+                return cvm_error_prefix(err, "id %llu: ", (unsigned long long)f->id);
+        *ret = r;
+        return 0;
+}
+
+int cvm_agent_attest_report_data(const uint8_t *public_key, size_t public_key_len,
+                                 const uint8_t nonce[CVM_AGENT_ATTEST_NONCE_SIZE],
+                                 uint8_t out[CVM_AGENT_REPORT_DATA_SIZE], cvm_error *err) {
+        uint8_t key_hash[48];
+        unsigned int n = 0;
+        if (!EVP_Digest(public_key, public_key_len, key_hash, NULL, EVP_sha384(), NULL))
+                return cvm_error_set(err, -EIO, "attestation: SHA-384 of the public key failed");
+        EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+        bool ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha512(), NULL) &&
+                  EVP_DigestUpdate(ctx, CVM_AGENT_ATTEST_CONTEXT,
+                                   sizeof(CVM_AGENT_ATTEST_CONTEXT) - 1) &&
+                  EVP_DigestUpdate(ctx, key_hash, sizeof(key_hash)) &&
+                  EVP_DigestUpdate(ctx, nonce, CVM_AGENT_ATTEST_NONCE_SIZE) &&
+                  EVP_DigestFinal_ex(ctx, out, &n) && n == CVM_AGENT_REPORT_DATA_SIZE;
+        EVP_MD_CTX_free(ctx);
+        if (!ok)
+                return cvm_error_set(err, -EIO, "attestation: SHA-512 of REPORT_DATA failed");
+        return 0;
+}
+
+/* True when der is exactly one EC P-384 SubjectPublicKeyInfo, in the form
+ * OpenSSL writes it (named curve, uncompressed point): one key, one encoding,
+ * so one REPORT_DATA per key and nonce. */
+static bool is_canonical_p384(const uint8_t *der, size_t len) {
+        const unsigned char *p = der;
+        char group[64] = "";
+        EVP_PKEY *key = d2i_PUBKEY(NULL, &p, (long)len);
+        bool ok = key && p == der + len && EVP_PKEY_is_a(key, "EC") &&
+                  EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group,
+                                                 sizeof(group), NULL) &&
+                  strcmp(group, SN_secp384r1) == 0;
+        unsigned char *again = NULL;
+        int n = ok ? i2d_PUBKEY(key, &again) : -1;
+        ok = ok && n >= 0 && (size_t)n == len && memcmp(again, der, len) == 0;
+        OPENSSL_free(again);
+        EVP_PKEY_free(key);
+        return ok;
+}
+
+int cvm_agent_attest_verify(const cvm_agent_attest_result *r,
+                            const uint8_t nonce[CVM_AGENT_ATTEST_NONCE_SIZE], cvm_error *err) {
+        if (r->public_key_len < 1 || r->public_key_len > CVM_AGENT_MAX_PUBLIC_KEY ||
+            !is_canonical_p384(r->public_key, r->public_key_len))
+                return cvm_error_set(err, -EPROTO,
+                                     "attestation: the public key is not the DER "
+                                     "SubjectPublicKeyInfo of an EC P-384 key");
+        uint8_t expect[CVM_AGENT_REPORT_DATA_SIZE];
+        int ret =
+                cvm_agent_attest_report_data(r->public_key, r->public_key_len, nonce, expect, err);
+        if (ret < 0)
+                return ret;
+        if (memcmp(expect, r->report_data, sizeof(expect)) != 0)
+                return cvm_error_set(err, -EPROTO,
+                                     "attestation: REPORT_DATA does not bind the public key to "
+                                     "the nonce");
+        return 0;
+}
+
 static void put_header(cvm_agent_msg *m, cvm_agent_msg_type type, uint64_t id, size_t payload_len) {
         uint8_t *h = m->head;
         put32(h + OFF_MAGIC, CVM_AGENT_PROTO_MAGIC);
@@ -338,6 +498,36 @@ int cvm_agent_encode_result(uint64_t id, const cvm_agent_result *r, cvm_agent_ms
         out->part_len[0] = r->stderr_len;
         out->part[1] = r->output;
         out->part_len[1] = r->output_len;
+        return 0;
+}
+
+void cvm_agent_encode_attest(uint64_t id, const uint8_t nonce[CVM_AGENT_ATTEST_NONCE_SIZE],
+                             cvm_agent_msg *out) {
+        *out = (cvm_agent_msg){.head_len = CVM_AGENT_HEADER_SIZE + CVM_AGENT_ATTEST_NONCE_SIZE};
+        put_header(out, CVM_AGENT_MSG_ATTEST, id, CVM_AGENT_ATTEST_NONCE_SIZE);
+        memcpy(out->head + CVM_AGENT_HEADER_SIZE, nonce, CVM_AGENT_ATTEST_NONCE_SIZE);
+}
+
+int cvm_agent_encode_attest_result(uint64_t id, const cvm_agent_attest_result *r,
+                                   cvm_agent_msg *out, cvm_error *err) {
+        int ret = cvm_agent_attest_result_validate(r, err);
+        if (ret < 0)
+                return ret;
+        *out = (cvm_agent_msg){.head_len = CVM_AGENT_HEADER_SIZE + CVM_AGENT_ATTEST_RESULT_FIXED};
+        put_header(out, CVM_AGENT_MSG_ATTEST_RESULT, id,
+                   CVM_AGENT_ATTEST_RESULT_FIXED + r->public_key_len + r->report_len);
+        uint8_t *p = out->head + CVM_AGENT_HEADER_SIZE;
+        p[AR_STATUS] = r->status;
+        p[AR_RESERVED] = 0;
+        put16(p + AR_KEY_LEN, (uint16_t)r->public_key_len);
+        put32(p + AR_REPORT_LEN, (uint32_t)r->report_len);
+        put32(p + AR_ERROR, r->error);
+        put64(p + AR_EXITINFO2, r->exitinfo2);
+        memcpy(p + AR_REPORT_DATA, r->report_data, CVM_AGENT_REPORT_DATA_SIZE);
+        out->part[0] = r->public_key;
+        out->part_len[0] = r->public_key_len;
+        out->part[1] = r->report;
+        out->part_len[1] = r->report_len;
         return 0;
 }
 

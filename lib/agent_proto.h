@@ -26,6 +26,25 @@
 #define CVM_AGENT_HELLO_FIXED 20
 #define CVM_AGENT_INVOKE_FIXED 4
 #define CVM_AGENT_RESULT_FIXED 16
+#define CVM_AGENT_ATTEST_RESULT_FIXED 84
+
+/* Attestation (docs/agent-protocol.md, "ATTEST"): sizes fixed by the protocol. */
+#define CVM_AGENT_ATTEST_NONCE_SIZE 64
+#define CVM_AGENT_REPORT_DATA_SIZE 64
+/* The domain separator hashed first into REPORT_DATA, without a terminator. */
+#define CVM_AGENT_ATTEST_CONTEXT "cvm-attest-v1"
+/* A P-384 SubjectPublicKeyInfo is 120 bytes; the bound leaves room, not more. */
+#define CVM_AGENT_MAX_PUBLIC_KEY 512
+/* An SEV-SNP ATTESTATION_REPORT is 0x4A0 bytes; a later layout may grow, within a page. */
+#define CVM_AGENT_SNP_REPORT_MIN 0x4A0
+#define CVM_AGENT_SNP_REPORT_MAX 4096
+/* Where the report carries the REPORT_DATA it was asked for. */
+#define CVM_AGENT_SNP_REPORT_DATA_OFFSET 0x50
+/* The largest ATTEST_RESULT payload. */
+#define CVM_AGENT_ATTEST_RESULT_MAX                                                                \
+        (CVM_AGENT_ATTEST_RESULT_FIXED + CVM_AGENT_MAX_PUBLIC_KEY + CVM_AGENT_SNP_REPORT_MAX)
+/* ATTESTs a host may have outstanding on one connection; the agent drops a host sending more. */
+#define CVM_AGENT_MAX_ATTEST_INFLIGHT 4
 
 typedef enum cvm_agent_msg_type {
         CVM_AGENT_MSG_HELLO = 1,    /* agent -> host, once, first. */
@@ -34,10 +53,14 @@ typedef enum cvm_agent_msg_type {
         CVM_AGENT_MSG_PING = 4,     /* host -> agent. */
         CVM_AGENT_MSG_PONG = 5,     /* agent -> host, echoes the PING's id. */
         CVM_AGENT_MSG_SHUTDOWN = 6, /* host -> agent, then echoed back as the acknowledgement. */
+        CVM_AGENT_MSG_ATTEST = 7,   /* host -> agent, only if HELLO has CVM_AGENT_CAP_ATTEST. */
+        CVM_AGENT_MSG_ATTEST_RESULT = 8, /* agent -> host, one per ATTEST, same id. */
 } cvm_agent_msg_type;
 
 /* Capability bits of HELLO; a peer ignores bits it does not know. */
 #define CVM_AGENT_CAP_EXEC UINT32_C(1) /* Runs a handler process per invocation. */
+/* Answers ATTEST: the agent has an in-memory EC P-384 key and binds it to a nonce. */
+#define CVM_AGENT_CAP_ATTEST UINT32_C(2)
 
 typedef enum cvm_agent_status {
         CVM_AGENT_STATUS_OK = 0,          /* Exited 0; stdout is the response. */
@@ -48,8 +71,15 @@ typedef enum cvm_agent_status {
         CVM_AGENT_STATUS_TOO_LARGE = 5,   /* Wrote more than the agent's response limit. */
 } cvm_agent_status;
 
+typedef enum cvm_agent_attest_status {
+        CVM_AGENT_ATTEST_REPORT = 0,    /* The SNP firmware signed a report; it is included. */
+        CVM_AGENT_ATTEST_NO_DEVICE = 1, /* No SNP guest device (not an SNP guest): no report. */
+        CVM_AGENT_ATTEST_FAILED = 2,    /* The device is there but gave no usable report. */
+} cvm_agent_attest_status;
+
 const char *cvm_agent_msg_type_name(int type);
 const char *cvm_agent_status_name(int status);
+const char *cvm_agent_attest_status_name(int status);
 
 /* A decoded frame. payload is borrowed: valid until the next call into the
  * decoder that produced it (or as long as the caller's input, see below). */
@@ -111,12 +141,52 @@ typedef struct cvm_agent_result {
         size_t output_len;
 } cvm_agent_result;
 
+/* An ATTEST_RESULT. Whatever the status, the key and REPORT_DATA are there:
+ * without a hardware report, a simulated PSP may sign one for REPORT_DATA. */
+typedef struct cvm_agent_attest_result {
+        uint8_t status; /* cvm_agent_attest_status. */
+        /* FAILED: the errno of the step that failed (EIO for a malformed
+         * firmware response); else 0. */
+        uint32_t error;
+        /* FAILED in the ioctl: its exitinfo2 (firmware error in the low 32
+         * bits, VMM error in the high 32); else 0. */
+        uint64_t exitinfo2;
+        uint8_t report_data[CVM_AGENT_REPORT_DATA_SIZE];
+        const uint8_t *public_key; /* DER SubjectPublicKeyInfo; borrowed. */
+        size_t public_key_len;     /* 1 .. CVM_AGENT_MAX_PUBLIC_KEY. */
+        const uint8_t *report;     /* The raw ATTESTATION_REPORT; borrowed; REPORT only. */
+        size_t report_len;         /* 0, or SNP_REPORT_MIN .. SNP_REPORT_MAX with REPORT. */
+} cvm_agent_attest_result;
+
 int cvm_agent_hello_decode(const cvm_agent_frame *f, cvm_agent_hello *ret, cvm_error *err);
 int cvm_agent_invoke_decode(const cvm_agent_frame *f, cvm_agent_invoke *ret, cvm_error *err);
 /* The returned pointers borrow the frame's payload. */
 int cvm_agent_result_decode(const cvm_agent_frame *f, cvm_agent_result *ret, cvm_error *err);
 /* Checks the fields of a result as the decoder does (used by the encoder too). */
 int cvm_agent_result_validate(const cvm_agent_result *r, cvm_error *err);
+
+/* ATTEST's payload is exactly the nonce. */
+int cvm_agent_attest_decode(const cvm_agent_frame *f, uint8_t nonce[CVM_AGENT_ATTEST_NONCE_SIZE],
+                            cvm_error *err);
+/* The returned pointers borrow the frame's payload. */
+int cvm_agent_attest_result_decode(const cvm_agent_frame *f, cvm_agent_attest_result *ret,
+                                   cvm_error *err);
+/* Checks the fields of an attestation result as the decoder does: lengths,
+ * status rules, and that a report carries report_data at its REPORT_DATA
+ * offset. No cryptography: see cvm_agent_attest_verify. */
+int cvm_agent_attest_result_validate(const cvm_agent_attest_result *r, cvm_error *err);
+
+/* REPORT_DATA = SHA-512(CVM_AGENT_ATTEST_CONTEXT || SHA-384(public_key) || nonce),
+ * the public key being the DER SubjectPublicKeyInfo bytes as sent. */
+int cvm_agent_attest_report_data(const uint8_t *public_key, size_t public_key_len,
+                                 const uint8_t nonce[CVM_AGENT_ATTEST_NONCE_SIZE],
+                                 uint8_t out[CVM_AGENT_REPORT_DATA_SIZE], cvm_error *err);
+/* Checks what a client must before trusting a result for its nonce: the key
+ * is exactly one DER SubjectPublicKeyInfo of an EC P-384 key, and
+ * report_data recomputes from it and the nonce. -EPROTO otherwise. It does
+ * not check the report's signature: that needs the AMD certificate chain. */
+int cvm_agent_attest_verify(const cvm_agent_attest_result *r,
+                            const uint8_t nonce[CVM_AGENT_ATTEST_NONCE_SIZE], cvm_error *err);
 
 /* An encoded message ready for a gather write: head holds the frame header
  * and the fixed fields; parts are the borrowed variable-length bytes that
@@ -135,6 +205,12 @@ int cvm_agent_encode_invoke(uint64_t id, uint32_t timeout_ms, const void *body, 
                             cvm_agent_msg *out, cvm_error *err);
 int cvm_agent_encode_result(uint64_t id, const cvm_agent_result *r, cvm_agent_msg *out,
                             cvm_error *err);
+/* The nonce is copied into the message. */
+void cvm_agent_encode_attest(uint64_t id, const uint8_t nonce[CVM_AGENT_ATTEST_NONCE_SIZE],
+                             cvm_agent_msg *out);
+/* The key and report are borrowed, as parts. */
+int cvm_agent_encode_attest_result(uint64_t id, const cvm_agent_attest_result *r,
+                                   cvm_agent_msg *out, cvm_error *err);
 /* PING, PONG and SHUTDOWN: a header with an empty payload. */
 void cvm_agent_encode_empty(cvm_agent_msg_type type, uint64_t id, cvm_agent_msg *out);
 /* The total encoded size of out. */

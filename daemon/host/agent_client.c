@@ -22,6 +22,15 @@ typedef struct pending {
         void *userdata;
 } pending;
 
+typedef struct attest_pending {
+        struct attest_pending *next;
+        uint64_t id;
+        uint64_t deadline_ns;
+        uint8_t nonce[CVM_AGENT_ATTEST_NONCE_SIZE]; /* To check the answer against. */
+        cvm_agent_attest_cb cb;
+        void *userdata;
+} attest_pending;
+
 /* A queued frame and the bytes it borrows (an INVOKE's copied body). */
 typedef struct out_write {
         uv_write_t req;
@@ -45,6 +54,12 @@ struct cvm_agent_client {
         bool freed;
         pending *pending;
         size_t n_pending;
+        attest_pending *attests;
+        size_t n_attests;
+        uint64_t attest_ids; /* The last ATTEST id used; ids count from 1. */
+        /* The agent's key from its first ATTEST_RESULT: later ones must repeat it. */
+        uint8_t public_key[CVM_AGENT_MAX_PUBLIC_KEY];
+        size_t public_key_len;
         uint64_t ping_sent, ping_acked;
         uint32_t misses;
         uint8_t readbuf[READ_CHUNK];
@@ -68,6 +83,12 @@ static void drop_pending(cvm_agent_client *c) {
                 free(p);
         }
         c->n_pending = 0;
+        while (c->attests) {
+                attest_pending *a = c->attests;
+                c->attests = a->next;
+                free(a);
+        }
+        c->n_attests = 0;
 }
 
 static void close_conn(cvm_agent_client *c, int code, const char *fmt, ...)
@@ -100,6 +121,13 @@ static void close_conn(cvm_agent_client *c, int code, const char *fmt, ...) {
                 c->n_pending--;
                 p->cb(c, p->id, NULL, &pe, p->userdata);
                 free(p);
+        }
+        while (c->attests && !c->freed) {
+                attest_pending *a = c->attests;
+                c->attests = a->next;
+                c->n_attests--;
+                a->cb(c, NULL, &pe, a->userdata);
+                free(a);
         }
         if (!c->freed && c->cbs.on_closed)
                 c->cbs.on_closed(c, &e, c->userdata);
@@ -150,6 +178,14 @@ static void on_heartbeat(uv_timer_t *t) {
                                    "invocation %" PRIu64 " overdue: no RESULT %" PRIu32
                                    " ms after its timeout",
                                    p->id, c->opts.result_grace_ms);
+                        return;
+                }
+        for (attest_pending *a = c->attests; a; a = a->next)
+                if (now > a->deadline_ns) {
+                        close_conn(c, -ETIMEDOUT,
+                                   "attestation %" PRIu64 " overdue: no ATTEST_RESULT in %" PRIu32
+                                   " ms",
+                                   a->id, c->opts.attest_timeout_ms);
                         return;
                 }
         int r = send_empty(c, CVM_AGENT_MSG_PING, c->ping_sent + 1);
@@ -219,6 +255,40 @@ static void handle_result(cvm_agent_client *c, const cvm_agent_frame *f) {
         free(p);
 }
 
+static void handle_attest_result(cvm_agent_client *c, const cvm_agent_frame *f) {
+        cvm_error err = {0};
+        attest_pending **pp = &c->attests;
+        while (*pp && (*pp)->id != f->id)
+                pp = &(*pp)->next;
+        if (!*pp) {
+                close_conn(c, -EPROTO,
+                           "protocol violation: ATTEST_RESULT for unknown request %" PRIu64, f->id);
+                return;
+        }
+        cvm_agent_attest_result r;
+        if (cvm_agent_attest_result_decode(f, &r, &err) < 0 ||
+            cvm_agent_attest_verify(&r, (*pp)->nonce, &err) < 0) {
+                close_conn(c, -EPROTO, "protocol violation: %s", err.message);
+                return;
+        }
+        /* The key is the VM's identity for its life: a second one means a broken agent. */
+        if (c->public_key_len == 0) {
+                memcpy(c->public_key, r.public_key, r.public_key_len);
+                c->public_key_len = r.public_key_len;
+        } else if (r.public_key_len != c->public_key_len ||
+                   memcmp(r.public_key, c->public_key, r.public_key_len) != 0) {
+                close_conn(c, -EPROTO,
+                           "protocol violation: ATTEST_RESULT %" PRIu64 " changes the agent's key",
+                           f->id);
+                return;
+        }
+        attest_pending *a = *pp;
+        *pp = a->next;
+        c->n_attests--;
+        a->cb(c, &r, NULL, a->userdata);
+        free(a);
+}
+
 static void handle_frame(cvm_agent_client *c, const cvm_agent_frame *f) {
         if (!c->have_hello && f->type != CVM_AGENT_MSG_HELLO) {
                 close_conn(c, -EPROTO, "protocol violation: %s before HELLO",
@@ -228,6 +298,7 @@ static void handle_frame(cvm_agent_client *c, const cvm_agent_frame *f) {
         switch (f->type) {
         case CVM_AGENT_MSG_HELLO: handle_hello(c, f); return;
         case CVM_AGENT_MSG_RESULT: handle_result(c, f); return;
+        case CVM_AGENT_MSG_ATTEST_RESULT: handle_attest_result(c, f); return;
         case CVM_AGENT_MSG_PONG:
                 if (f->len != 0 || f->id <= c->ping_acked || f->id > c->ping_sent) {
                         close_conn(c, -EPROTO,
@@ -309,6 +380,8 @@ int cvm_agent_client_new(uv_loop_t *loop, int fd, const cvm_agent_client_opts *o
                 c->opts.heartbeat_misses = 3;
         if (!c->opts.result_grace_ms)
                 c->opts.result_grace_ms = 5000;
+        if (!c->opts.attest_timeout_ms)
+                c->opts.attest_timeout_ms = 30000;
         if (cbs)
                 c->cbs = *cbs;
         c->userdata = userdata;
@@ -387,6 +460,55 @@ int cvm_agent_client_invoke(cvm_agent_client *c, uint64_t id, uint32_t timeout_m
         return 0;
 }
 
+int cvm_agent_client_attest(cvm_agent_client *c, const uint8_t nonce[CVM_AGENT_ATTEST_NONCE_SIZE],
+                            cvm_agent_attest_cb cb, void *userdata, cvm_error *err) {
+        if (c->closed || !c->have_hello)
+                return cvm_error_set(err, -ENOTCONN, "attestation: agent %s",
+                                     c->closed ? "connection closed" : "not ready");
+        if (c->shutting_down)
+                return cvm_error_set(err, -ESHUTDOWN, "attestation: agent shutting down");
+        /* An old agent would drop the connection on an ATTEST: it is never sent one. */
+        if (!(c->hello.capabilities & CVM_AGENT_CAP_ATTEST) ||
+            c->hello.max_request < CVM_AGENT_ATTEST_NONCE_SIZE)
+                return cvm_error_set(err, -ENOTSUP, "attestation: agent %s does not attest",
+                                     CVM_QUOTE(c->hello.agent_version));
+        if (c->opts.max_payload < CVM_AGENT_ATTEST_RESULT_MAX)
+                return cvm_error_set(err, -EMSGSIZE,
+                                     "attestation: the frame limit %" PRIu32
+                                     " is below the largest ATTEST_RESULT",
+                                     c->opts.max_payload);
+        if (c->n_attests >= CVM_AGENT_MAX_ATTEST_INFLIGHT)
+                return cvm_error_set(err, -EBUSY, "attestation: %d requests already pending",
+                                     CVM_AGENT_MAX_ATTEST_INFLIGHT);
+        attest_pending *a = calloc(1, sizeof(*a));
+        out_write *w = malloc(sizeof(*w));
+        if (!a || !w) {
+                free(a);
+                free(w);
+                return cvm_error_set(err, -ENOMEM, "attestation: out of memory");
+        }
+        uint64_t id = c->attest_ids + 1;
+        cvm_agent_encode_attest(id, nonce, &w->msg);
+        int r = send_write(c, w);
+        if (r < 0) {
+                free(a);
+                return cvm_error_set(err, r, "attestation %" PRIu64 ": %s", id, uv_strerror(r));
+        }
+        c->attest_ids = id;
+        *a = (attest_pending){
+                .next = c->attests,
+                .id = id,
+                .deadline_ns =
+                        uv_hrtime() + (uint64_t)c->opts.attest_timeout_ms * UINT64_C(1000000),
+                .cb = cb,
+                .userdata = userdata,
+        };
+        memcpy(a->nonce, nonce, sizeof(a->nonce));
+        c->attests = a;
+        c->n_attests++;
+        return 0;
+}
+
 int cvm_agent_client_shutdown(cvm_agent_client *c, cvm_error *err) {
         if (c->closed)
                 return cvm_error_set(err, -ENOTCONN, "agent connection closed");
@@ -405,6 +527,10 @@ const cvm_agent_hello *cvm_agent_client_hello(const cvm_agent_client *c) {
 
 size_t cvm_agent_client_pending(const cvm_agent_client *c) {
         return c->n_pending;
+}
+
+size_t cvm_agent_client_attests_pending(const cvm_agent_client *c) {
+        return c->n_attests;
 }
 
 void cvm_agent_client_free(cvm_agent_client *c) {

@@ -223,6 +223,10 @@ static int spawn_agent(sim_vm *sv, int child_fd, cvm_error *err) {
         argv[n++] = conc;
         argv[n++] = "--max-response";
         argv[n++] = maxresp;
+        /* A simulated VM has no SNP firmware to ask: the simulated PSP signs its
+         * reports, even if cvmd itself runs inside an SNP guest. */
+        argv[n++] = "--sev-guest";
+        argv[n++] = "/nonexistent/sev-guest";
         argv[n++] = "--";
         if (vm->handler.argc > SIM_AGENT_ARGS_MAX)
                 return cvm_error_set(err, -E2BIG, "handler has more than %d arguments",

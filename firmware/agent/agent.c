@@ -3,12 +3,16 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <linux/sev-guest.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "agent_proto.h"
@@ -27,6 +31,7 @@ typedef enum kill_reason {
 } kill_reason;
 
 typedef struct invocation invocation;
+typedef struct attestation attestation;
 
 struct cvm_agent {
         uv_loop_t *loop;
@@ -38,6 +43,14 @@ struct cvm_agent {
         invocation *invocations; /* Every live one, running or finishing. */
         size_t n_invocations;
         uint16_t n_running;
+        /* The VM's identity: generated at start, never written anywhere; the
+         * private half is for decrypting end-to-end encrypted invocations. */
+        EVP_PKEY *key;
+        uint8_t *public_key; /* Its DER SubjectPublicKeyInfo, as sent in ATTEST_RESULT. */
+        size_t public_key_len;
+        char *sev_guest;
+        attestation *attests; /* Every live one: in the thread pool or being written. */
+        size_t n_attests;
         bool stopping;     /* No more frames are read; waiting for invocations to end. */
         bool ack_shutdown; /* Stopping because of SHUTDOWN: acknowledge before closing. */
         uint64_t shutdown_id;
@@ -73,6 +86,22 @@ struct invocation {
         char error[256]; /* Why the agent could not start or supervise the handler. */
 };
 
+/* One ATTEST: the report is requested on the thread pool, since the
+ * firmware's answer comes through the (untrusted, possibly slow) host and must
+ * not stall the agent's loop. */
+struct attestation {
+        uv_work_t work;
+        uv_write_t req;
+        cvm_agent *agent;
+        attestation *next;
+        uint64_t id;
+        const char *device;             /* The agent's, which outlives this. */
+        bool writing;                   /* The result is being written: no longer in the pool. */
+        uint32_t resp_status;           /* The firmware's MSG_REPORT_RSP status, for the log. */
+        cvm_agent_attest_result result; /* Borrows the agent's key and report below. */
+        uint8_t report[CVM_AGENT_SNP_REPORT_MAX];
+};
+
 /* A message with no borrowed parts that outlives the call that queued it. */
 typedef struct small_write {
         uv_write_t req;
@@ -82,6 +111,7 @@ typedef struct small_write {
 
 static void agent_check(cvm_agent *a);
 static void agent_stop(cvm_agent *a, int status);
+static void free_key(cvm_agent *a);
 
 static void close_if_open(uv_handle_t *h, uv_close_cb cb) {
         if (!uv_is_closing(h))
@@ -459,6 +489,171 @@ static void inv_start(cvm_agent *a, uint64_t id, const cvm_agent_invoke *req) {
                 on_stdin_written(&inv->stdin_req, r);
 }
 
+/* ---- Attestation ---- */
+
+/* MSG_REPORT_RSP (SEV-SNP firmware ABI): status u32, report_size u32, 24
+ * reserved bytes, then the ATTESTATION_REPORT. */
+#define SNP_RSP_STATUS 0
+#define SNP_RSP_REPORT_SIZE 4
+#define SNP_RSP_REPORT 0x20
+
+static uint32_t le32(const uint8_t *p) {
+        return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Asks the SNP firmware, through the guest driver, for a report carrying
+ * at's REPORT_DATA. Runs on the thread pool: touches only at. Written
+ * against linux/sev-guest.h and the SNP firmware ABI; it cannot run outside
+ * an SNP guest, so only its failure paths are tested. */
+static void snp_get_report(int fd, attestation *at) {
+        cvm_agent_attest_result *r = &at->result;
+        struct snp_report_req req = {.vmpl = 0}; /* The agent's own VMPL: 0 without an SVSM. */
+        struct snp_report_resp resp;
+        memset(&resp, 0, sizeof(resp));
+        memcpy(req.user_data, r->report_data, sizeof(req.user_data));
+        struct snp_guest_request_ioctl g = {
+                .msg_version = 1,
+                .req_data = (uint64_t)(uintptr_t)&req,
+                .resp_data = (uint64_t)(uintptr_t)&resp,
+        };
+        int ret;
+        do
+                ret = ioctl(fd, SNP_GET_REPORT, &g);
+        while (ret < 0 && errno == EINTR);
+        if (ret < 0) {
+                r->status = CVM_AGENT_ATTEST_FAILED;
+                r->error = (uint32_t)errno;
+                r->exitinfo2 = g.exitinfo2;
+                return;
+        }
+        const uint8_t *d = resp.data;
+        uint32_t status = le32(d + SNP_RSP_STATUS), size = le32(d + SNP_RSP_REPORT_SIZE);
+        at->resp_status = status;
+        /* The response comes from outside the agent: every field is checked before use. */
+        if (status != 0 || size < CVM_AGENT_SNP_REPORT_MIN ||
+            size > sizeof(resp.data) - SNP_RSP_REPORT || size > sizeof(at->report) ||
+            memcmp(d + SNP_RSP_REPORT + CVM_AGENT_SNP_REPORT_DATA_OFFSET, r->report_data,
+                   CVM_AGENT_REPORT_DATA_SIZE) != 0) {
+                r->status = CVM_AGENT_ATTEST_FAILED;
+                r->error = EIO;
+                r->exitinfo2 = g.exitinfo2;
+                return;
+        }
+        memcpy(at->report, d + SNP_RSP_REPORT, size);
+        r->status = CVM_AGENT_ATTEST_REPORT;
+        r->report = at->report;
+        r->report_len = size;
+}
+
+static void attest_work(uv_work_t *w) {
+        attestation *at = w->data;
+        cvm_agent_attest_result *r = &at->result;
+        int fd = open(at->device, O_RDWR | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0) {
+                /* No device: not an SNP guest (the sim host's PSP signs reports itself). */
+                if (errno == ENOENT || errno == ENODEV || errno == ENXIO)
+                        r->status = CVM_AGENT_ATTEST_NO_DEVICE;
+                else {
+                        r->status = CVM_AGENT_ATTEST_FAILED;
+                        r->error = (uint32_t)errno;
+                }
+                return;
+        }
+        snp_get_report(fd, at);
+        close(fd);
+}
+
+static void attest_free(attestation *at) {
+        cvm_agent *a = at->agent;
+        for (attestation **p = &a->attests; *p; p = &(*p)->next)
+                if (*p == at) {
+                        *p = at->next;
+                        break;
+                }
+        a->n_attests--;
+        free(at);
+        agent_check(a);
+}
+
+static void on_attest_written(uv_write_t *req, int status) {
+        attestation *at = req->data;
+        if (status < 0)
+                write_failed(at->agent, status);
+        attest_free(at);
+}
+
+static void attest_done(uv_work_t *w, int status) {
+        attestation *at = w->data;
+        cvm_agent *a = at->agent;
+        cvm_agent_attest_result *r = &at->result;
+        if (status < 0 || a->stopping || uv_is_closing((uv_handle_t *)&a->conn)) {
+                log_info("agent: attestation %" PRIu64 ": abandoned: the agent is stopping",
+                         at->id);
+                attest_free(at);
+                return;
+        }
+        if (r->status == CVM_AGENT_ATTEST_FAILED)
+                log_warn("agent: attestation %" PRIu64 ": no report from %s: %s (exitinfo2 "
+                         "0x%" PRIx64 ", response status 0x%" PRIx32 ")",
+                         at->id, CVM_QUOTE(at->device), strerror((int)r->error), r->exitinfo2,
+                         at->resp_status);
+        else
+                log_info("agent: attestation %" PRIu64 ": %s, %zu report bytes", at->id,
+                         cvm_agent_attest_status_name(r->status), r->report_len);
+        cvm_agent_msg msg;
+        cvm_error err = {0};
+        if (cvm_agent_encode_attest_result(at->id, r, &msg, &err) < 0) {
+                log_error("agent: attestation %" PRIu64 ": %s", at->id, err.message);
+                attest_free(at);
+                agent_stop(a, 1);
+                return;
+        }
+        uv_buf_t bufs[3];
+        size_t n = msg_bufs(&msg, bufs);
+        at->writing = true;
+        at->req.data = at;
+        int ret = uv_write(&at->req, (uv_stream_t *)&a->conn, bufs, (unsigned)n, on_attest_written);
+        if (ret < 0) {
+                write_failed(a, ret);
+                attest_free(at);
+        }
+}
+
+/* Computes REPORT_DATA now, and asks the device for a report off the loop. */
+static void attest_start(cvm_agent *a, uint64_t id,
+                         const uint8_t nonce[CVM_AGENT_ATTEST_NONCE_SIZE]) {
+        attestation *at = calloc(1, sizeof(*at));
+        cvm_error err = {0};
+        if (!at) {
+                log_error("agent: attestation %" PRIu64 ": out of memory", id);
+                agent_stop(a, 1);
+                return;
+        }
+        at->agent = a;
+        at->id = id;
+        at->device = a->sev_guest;
+        at->result.public_key = a->public_key;
+        at->result.public_key_len = a->public_key_len;
+        if (cvm_agent_attest_report_data(a->public_key, a->public_key_len, nonce,
+                                         at->result.report_data, &err) < 0) {
+                log_error("agent: attestation %" PRIu64 ": %s", id, err.message);
+                free(at);
+                agent_stop(a, 1);
+                return;
+        }
+        at->work.data = at;
+        int r = uv_queue_work(a->loop, &at->work, attest_work, attest_done);
+        if (r < 0) {
+                log_error("agent: attestation %" PRIu64 ": %s", id, uv_strerror(r));
+                free(at);
+                agent_stop(a, 1);
+                return;
+        }
+        at->next = a->attests;
+        a->attests = at;
+        a->n_attests++;
+}
+
 /* ---- The host connection ---- */
 
 static void violation(cvm_agent *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -496,6 +691,35 @@ static void handle_frame(cvm_agent *a, const cvm_agent_frame *f) {
                         return;
                 }
                 inv_start(a, f->id, &req);
+                return;
+        }
+        case CVM_AGENT_MSG_ATTEST: {
+                uint8_t nonce[CVM_AGENT_ATTEST_NONCE_SIZE];
+                if (cvm_agent_attest_decode(f, nonce, &err) < 0) {
+                        violation(a, "%s", err.message);
+                        return;
+                }
+                /* Outstanding means not yet answered; the id names the answer, so
+                 * two outstanding ATTESTs may not share one. */
+                size_t outstanding = 0;
+                for (attestation *at = a->attests; at; at = at->next) {
+                        if (at->writing)
+                                continue;
+                        outstanding++;
+                        if (at->id == f->id) {
+                                violation(a, "ATTEST reuses the outstanding id %" PRIu64, f->id);
+                                return;
+                        }
+                }
+                /* Results whose write callback has not run yet are not outstanding for
+                 * the host, but still hold memory: a host that stops reading is dropped. */
+                if (outstanding >= CVM_AGENT_MAX_ATTEST_INFLIGHT ||
+                    a->n_attests >= 4 * CVM_AGENT_MAX_ATTEST_INFLIGHT) {
+                        violation(a, "more than %d ATTESTs outstanding",
+                                  CVM_AGENT_MAX_ATTEST_INFLIGHT);
+                        return;
+                }
+                attest_start(a, f->id, nonce);
                 return;
         }
         case CVM_AGENT_MSG_PING:
@@ -586,10 +810,41 @@ static void agent_check(cvm_agent *a) {
                 close_if_open((uv_handle_t *)&a->conn, on_conn_closed);
                 return;
         }
-        if (a->freed && a->exit_status >= 0) {
+        /* A report request cannot be cancelled once running: the memory waits for it. */
+        if (a->freed && a->exit_status >= 0 && a->n_attests == 0) {
                 cvm_agent_decoder_release(&a->dec);
+                free_key(a);
                 free(a);
         }
+}
+
+static void free_key(cvm_agent *a) {
+        EVP_PKEY_free(a->key);
+        OPENSSL_free(a->public_key);
+        free(a->sev_guest);
+        a->key = NULL;
+        a->public_key = NULL;
+        a->sev_guest = NULL;
+}
+
+/* The key lives in this process's memory only; OpenSSL clears the private
+ * scalar when it is freed. */
+static int generate_key(cvm_agent *a, const char *sev_guest, cvm_error *err) {
+        a->sev_guest = strdup(sev_guest ? sev_guest : CVM_AGENT_DEFAULT_SEV_GUEST);
+        if (!a->sev_guest)
+                return cvm_error_set(err, -ENOMEM, "out of memory");
+        a->key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-384");
+        if (!a->key)
+                return cvm_error_set(err, -EIO, "agent: cannot generate the EC P-384 key pair");
+        unsigned char *der = NULL;
+        int n = i2d_PUBKEY(a->key, &der);
+        if (n <= 0 || n > (int)CVM_AGENT_MAX_PUBLIC_KEY) {
+                OPENSSL_free(der);
+                return cvm_error_set(err, -EIO, "agent: cannot encode the public key");
+        }
+        a->public_key = der;
+        a->public_key_len = (size_t)n;
+        return 0;
 }
 
 int cvm_agent_new(uv_loop_t *loop, int fd, const cvm_agent_opts *opts, cvm_agent **ret,
@@ -617,6 +872,14 @@ int cvm_agent_new(uv_loop_t *loop, int fd, const cvm_agent_opts *opts, cvm_agent
                 close(fd);
                 return cvm_error_set(err, -ENOMEM, "out of memory");
         }
+        /* Made before the connection is set up, so a failure has only memory to free. */
+        int r = generate_key(a, opts->sev_guest, err);
+        if (r < 0) {
+                free_key(a);
+                free(a);
+                close(fd);
+                return r;
+        }
         a->loop = loop;
         a->argv = opts->argv;
         a->concurrency = opts->concurrency ? opts->concurrency : 1;
@@ -627,7 +890,7 @@ int cvm_agent_new(uv_loop_t *loop, int fd, const cvm_agent_opts *opts, cvm_agent
         cvm_agent_decoder_init(&a->dec, a->max_request);
         uv_pipe_init(loop, &a->conn, 0);
         a->conn.data = a;
-        int r = uv_pipe_open(&a->conn, fd);
+        r = uv_pipe_open(&a->conn, fd);
         if (r < 0) {
                 close(fd);
                 a->freed = true;
@@ -637,7 +900,10 @@ int cvm_agent_new(uv_loop_t *loop, int fd, const cvm_agent_opts *opts, cvm_agent
         cvm_agent_hello hello = {
                 .proto_version = CVM_AGENT_PROTO_VERSION,
                 .max_concurrency = a->concurrency,
-                .capabilities = CVM_AGENT_CAP_EXEC,
+                /* ATTEST frames must fit what the agent reads. */
+                .capabilities =
+                        CVM_AGENT_CAP_EXEC |
+                        (a->max_request >= CVM_AGENT_ATTEST_NONCE_SIZE ? CVM_AGENT_CAP_ATTEST : 0),
                 .max_request = a->max_request,
                 .max_response = a->max_response,
                 .max_stderr = a->max_stderr,

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -25,7 +26,8 @@ static void usage(FILE *f) {
         fprintf(f,
                 "usage: cvm-agent [--fd N | --connect unix:PATH | --device PATH]\n"
                 "                 [--concurrency N] [--max-response BYTES] [--max-stderr BYTES]\n"
-                "                 [--log-level error|warn|info|debug] -- HANDLER [ARGS...]\n");
+                "                 [--sev-guest PATH] [--log-level error|warn|info|debug]\n"
+                "                 -- HANDLER [ARGS...]\n");
 }
 
 static int parse_u32(const char *opt, const char *s, uint64_t min, uint64_t max, uint32_t *ret) {
@@ -73,7 +75,16 @@ static int open_device(const char *path) {
 }
 
 int main(int argc, char **argv) {
-        enum { OPT_FD = 256, OPT_CONNECT, OPT_DEVICE, OPT_CONC, OPT_RESP, OPT_STDERR, OPT_LEVEL };
+        enum {
+                OPT_FD = 256,
+                OPT_CONNECT,
+                OPT_DEVICE,
+                OPT_CONC,
+                OPT_RESP,
+                OPT_STDERR,
+                OPT_LEVEL,
+                OPT_SEV_GUEST
+        };
         static const struct option longopts[] = {
                 {"fd", required_argument, NULL, OPT_FD},
                 {"connect", required_argument, NULL, OPT_CONNECT},
@@ -82,6 +93,7 @@ int main(int argc, char **argv) {
                 {"max-response", required_argument, NULL, OPT_RESP},
                 {"max-stderr", required_argument, NULL, OPT_STDERR},
                 {"log-level", required_argument, NULL, OPT_LEVEL},
+                {"sev-guest", required_argument, NULL, OPT_SEV_GUEST},
                 {"help", no_argument, NULL, 'h'},
                 {"version", no_argument, NULL, 'V'},
                 {0},
@@ -116,6 +128,7 @@ int main(int argc, char **argv) {
                         r = parse_u32("--max-stderr", optarg, 1, CVM_AGENT_MAX_STDERR,
                                       &opts.max_stderr);
                         break;
+                case OPT_SEV_GUEST: opts.sev_guest = optarg; break;
                 case OPT_LEVEL:
                         if (cvm_log_level_from_string(optarg, &level) < 0) {
                                 log_error("--log-level: unknown level %s", CVM_QUOTE(optarg));
@@ -146,6 +159,12 @@ int main(int argc, char **argv) {
                 return 1;
         /* A vanished host must surface as a write error, not kill the agent. */
         signal(SIGPIPE, SIG_IGN);
+        /* The private key generated below must never reach a core dump, and
+         * handlers (same user) must not read it through ptrace or /proc. */
+        if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) {
+                log_error("prctl(PR_SET_DUMPABLE): %s", strerror(errno));
+                return 1;
+        }
 
         uv_loop_t loop;
         int r = uv_loop_init(&loop);

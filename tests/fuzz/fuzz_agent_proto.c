@@ -1,7 +1,8 @@
 /* libFuzzer target for the agent protocol decoder: arbitrary bytes, split
  * into chunks at positions taken from the input, through the frame decoder
  * and every payload decoder. Frames must come out identical however the
- * stream is split, and nothing may read out of bounds or leak. */
+ * stream is split, an accepted ATTEST_RESULT must re-encode to the same
+ * bytes, and nothing may read out of bounds or leak. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,10 +11,34 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* Decoded, re-encoded and flattened, an ATTEST_RESULT is the payload it came from. */
+static void check_attest_result(const cvm_agent_frame *f) {
+        cvm_agent_attest_result ar;
+        if (cvm_agent_attest_result_decode(f, &ar, NULL) < 0)
+                return;
+        if (ar.public_key_len + ar.report_len + CVM_AGENT_ATTEST_RESULT_FIXED != f->len ||
+            (ar.report_len > 0) != (ar.status == CVM_AGENT_ATTEST_REPORT))
+                abort();
+        cvm_agent_msg m;
+        if (cvm_agent_encode_attest_result(f->id, &ar, &m, NULL) < 0 ||
+            cvm_agent_msg_size(&m) != CVM_AGENT_HEADER_SIZE + f->len)
+                abort();
+        const uint8_t *p = f->payload;
+        size_t fixed = m.head_len - CVM_AGENT_HEADER_SIZE;
+        if (memcmp(m.head + CVM_AGENT_HEADER_SIZE, p, fixed) != 0 ||
+            memcmp(m.part[0], p + fixed, m.part_len[0]) != 0 ||
+            (m.part_len[1] && memcmp(m.part[1], p + fixed + m.part_len[0], m.part_len[1]) != 0))
+                abort();
+        /* The key parser sees peer bytes too; any nonce will do, it must just not crash. */
+        uint8_t nonce[CVM_AGENT_ATTEST_NONCE_SIZE] = {0};
+        (void)cvm_agent_attest_verify(&ar, nonce, NULL);
+}
+
 static void check_payload(const cvm_agent_frame *f) {
         cvm_agent_hello h;
         cvm_agent_invoke inv;
         cvm_agent_result r;
+        uint8_t nonce[CVM_AGENT_ATTEST_NONCE_SIZE];
         switch (f->type) {
         case CVM_AGENT_MSG_HELLO:
                 if (cvm_agent_hello_decode(f, &h, NULL) == 0 && strlen(h.agent_version) == 0)
@@ -29,6 +54,12 @@ static void check_payload(const cvm_agent_frame *f) {
                     r.stderr_len + r.output_len + CVM_AGENT_RESULT_FIXED != f->len)
                         abort();
                 break;
+        case CVM_AGENT_MSG_ATTEST:
+                if (cvm_agent_attest_decode(f, nonce, NULL) == 0 &&
+                    (f->len != sizeof(nonce) || memcmp(nonce, f->payload, sizeof(nonce)) != 0))
+                        abort();
+                break;
+        case CVM_AGENT_MSG_ATTEST_RESULT: check_attest_result(f); break;
         default: break;
         }
 }

@@ -9,6 +9,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -37,6 +39,18 @@ typedef struct result {
         uint64_t at_ns; /* When the callback ran. */
 } result;
 
+typedef struct attest_res {
+        bool done;
+        int err_code;
+        int status;
+        uint32_t error;
+        uint8_t key[CVM_AGENT_MAX_PUBLIC_KEY];
+        size_t key_len;
+        uint8_t report_data[64];
+        size_t report_len;
+        bool has_report;
+} attest_res;
+
 typedef struct harness {
         uv_loop_t loop;
         cvm_agent *agent;
@@ -46,6 +60,9 @@ typedef struct harness {
         cvm_error closed_err;
         result res[4];
         bool free_in_callback;
+        const char *sev_guest; /* The agent's SNP device; NULL: one that does not exist. */
+        attest_res att[8];
+        size_t n_att;
 } harness;
 
 static void on_hello(cvm_agent_client *c, const cvm_agent_hello *h, void *userdata) {
@@ -126,8 +143,11 @@ static void make_pair(int fds[2]) {
 
 static void start_agent(harness *t, int fd, char *const *argv, uint16_t concurrency,
                         uint32_t max_response) {
-        cvm_agent_opts opts = {
-                .argv = argv, .concurrency = concurrency, .max_response = max_response};
+        /* Tests never reach a real SNP device, even when run inside an SNP guest. */
+        cvm_agent_opts opts = {.argv = argv,
+                               .concurrency = concurrency,
+                               .max_response = max_response,
+                               .sev_guest = t->sev_guest ? t->sev_guest : "/nonexistent/sev-guest"};
         cvm_error err = {0};
         t->agent_fd = fd;
         assert_int_equal(cvm_agent_new(&t->loop, fd, &opts, &t->agent, &err), 0);
@@ -138,9 +158,10 @@ static void start_client(harness *t, int fd, const cvm_agent_client_opts *opts) 
         assert_int_equal(cvm_agent_client_new(&t->loop, fd, opts, &cbs, t, &t->client, &err), 0);
 }
 
-/* Agent and client connected; returns once HELLO has arrived. */
-static harness *setup(char *const *argv, uint16_t concurrency, uint32_t max_response) {
+static harness *setup_with(char *const *argv, uint16_t concurrency, uint32_t max_response,
+                           const char *sev_guest) {
         harness *t = calloc(1, sizeof(*t));
+        t->sev_guest = sev_guest;
         assert_int_equal(uv_loop_init(&t->loop), 0);
         int fds[2];
         make_pair(fds);
@@ -149,6 +170,11 @@ static harness *setup(char *const *argv, uint16_t concurrency, uint32_t max_resp
         start_client(t, fds[0], NULL);
         run_until(t, &t->hello, 2000);
         return t;
+}
+
+/* Agent and client connected; returns once HELLO has arrived. */
+static harness *setup(char *const *argv, uint16_t concurrency, uint32_t max_response) {
+        return setup_with(argv, concurrency, max_response, NULL);
 }
 
 static void teardown(harness *t) {
@@ -294,7 +320,8 @@ static void test_timeout_kills_group(void **state) {
         run_until(t, &t->res[0].done, 5000);
         uint64_t took_ms = (t->res[0].at_ns - start) / 1000000;
         assert_int_equal(t->res[0].status, CVM_AGENT_STATUS_TIMEOUT);
-        assert_true(took_ms >= 200 && took_ms < 2000);
+        /* libuv's loop clock counts whole milliseconds, so the timer may fire up to 1 ms early. */
+        assert_true(took_ms >= 199 && took_ms < 2000);
         assert_int_equal(t->res[0].out_len, 0);
         int pgid = atoi(t->res[0].stderr_tail);
         assert_true(pgid > 1);
@@ -606,6 +633,399 @@ static void test_free_from_callback(void **state) {
         teardown(t);
 }
 
+/* ---- Attestation ---- */
+
+/* Records attestation answers in the order they arrive. */
+static void on_attest(cvm_agent_client *c, const cvm_agent_attest_result *r, const cvm_error *err,
+                      void *userdata) {
+        harness *t = userdata;
+        (void)c;
+        assert_true(t->n_att < CVM_ARRAY_SIZE(t->att));
+        attest_res *a = &t->att[t->n_att++];
+        a->done = true;
+        if (err) {
+                assert_null(r);
+                a->err_code = err->code;
+                return;
+        }
+        a->status = r->status;
+        a->error = r->error;
+        assert_true(r->public_key_len <= sizeof(a->key));
+        memcpy(a->key, r->public_key, r->public_key_len);
+        a->key_len = r->public_key_len;
+        memcpy(a->report_data, r->report_data, 64);
+        a->report_len = r->report_len;
+        a->has_report = r->report != NULL;
+}
+
+static void attest(harness *t, const uint8_t nonce[64]) {
+        cvm_error err = {0};
+        if (cvm_agent_client_attest(t->client, nonce, on_attest, t, &err) < 0)
+                fail_msg("attest: %s", err.message);
+}
+
+static void run_until_attests(harness *t, size_t n) {
+        uint64_t deadline = uv_hrtime() + UINT64_C(5000000000);
+        while (t->n_att < n && uv_hrtime() < deadline)
+                uv_run(&t->loop, UV_RUN_ONCE);
+        assert_int_equal(t->n_att, n);
+}
+
+/* REPORT_DATA recomputed here from the formula in docs/agent-protocol.md. */
+static void check_binding(const attest_res *a, const uint8_t nonce[64]) {
+        uint8_t buf[13 + 48 + 64], expect[64];
+        memcpy(buf, "cvm-attest-v1", 13);
+        assert_int_equal(EVP_Digest(a->key, a->key_len, buf + 13, NULL, EVP_sha384(), NULL), 1);
+        memcpy(buf + 13 + 48, nonce, 64);
+        assert_int_equal(EVP_Digest(buf, sizeof(buf), expect, NULL, EVP_sha512(), NULL), 1);
+        assert_memory_equal(a->report_data, expect, 64);
+        const unsigned char *p = a->key;
+        EVP_PKEY *k = d2i_PUBKEY(NULL, &p, (long)a->key_len);
+        assert_non_null(k);
+        assert_true(EVP_PKEY_is_a(k, "EC"));
+        assert_int_equal(EVP_PKEY_get_bits(k), 384);
+        EVP_PKEY_free(k);
+}
+
+static void test_attest(void **state) {
+        (void)state;
+        char *argv[] = {"/bin/cat", NULL};
+        harness *t = setup(argv, 1, 0);
+        assert_true(cvm_agent_client_hello(t->client)->capabilities & CVM_AGENT_CAP_ATTEST);
+        uint8_t n1[64], n2[64];
+        for (int i = 0; i < 64; i++)
+                n1[i] = (uint8_t)i, n2[i] = (uint8_t)(255 - i);
+
+        attest(t, n1);
+        assert_int_equal(cvm_agent_client_attests_pending(t->client), 1);
+        run_until_attests(t, 1);
+        attest_res *a = &t->att[0];
+        assert_int_equal(a->err_code, 0);
+        /* No SNP device: the key and REPORT_DATA, and no report. */
+        assert_int_equal(a->status, CVM_AGENT_ATTEST_NO_DEVICE);
+        assert_false(a->has_report);
+        assert_int_equal(a->report_len, 0);
+        check_binding(a, n1);
+
+        /* The bound of requests in flight is the client's: the fifth waits. */
+        attest(t, n2);
+        attest(t, n1);
+        attest(t, n2);
+        attest(t, n1);
+        cvm_error err = {0};
+        assert_int_equal(cvm_agent_client_attest(t->client, n1, on_attest, t, &err), -EBUSY);
+        assert_int_equal(cvm_agent_client_attests_pending(t->client), 4);
+        run_until_attests(t, 5);
+        assert_int_equal(cvm_agent_client_attests_pending(t->client), 0);
+        /* Answers may come in any order: each is matched to its nonce by REPORT_DATA. */
+        int n1_count = 0;
+        for (size_t i = 1; i < 5; i++) {
+                /* One key for the agent's life; REPORT_DATA follows the nonce. */
+                assert_int_equal(t->att[i].err_code, 0);
+                assert_int_equal(t->att[i].key_len, a->key_len);
+                assert_memory_equal(t->att[i].key, a->key, a->key_len);
+                bool is_n1 = memcmp(t->att[i].report_data, a->report_data, 64) == 0;
+                n1_count += is_n1;
+                check_binding(&t->att[i], is_n1 ? n1 : n2);
+        }
+        assert_int_equal(n1_count, 2);
+        /* Invocations still work alongside. */
+        invoke(t, 0, 5000, "x", 1);
+        run_until(t, &t->res[0].done, 5000);
+        assert_int_equal(t->res[0].status, CVM_AGENT_STATUS_OK);
+        attest_res first = *a;
+        teardown(t);
+
+        /* Another agent has another key. */
+        t = setup(argv, 1, 0);
+        attest(t, n1);
+        run_until_attests(t, 1);
+        assert_int_equal(t->att[0].key_len, first.key_len);
+        assert_memory_not_equal(t->att[0].key, first.key, first.key_len);
+        check_binding(&t->att[0], n1);
+        teardown(t);
+}
+
+static void test_attest_device_fails(void **state) {
+        (void)state;
+        /* A device that is not the SNP guest driver: the ioctl fails, and the agent says so. */
+        char path[] = "/tmp/cvm-sev-guest-XXXXXX";
+        int fd = mkstemp(path);
+        assert_true(fd >= 0);
+        close(fd);
+        char *argv[] = {"/bin/cat", NULL};
+        harness *t = setup_with(argv, 1, 0, path);
+        uint8_t nonce[64] = {42};
+        attest(t, nonce);
+        run_until_attests(t, 1);
+        assert_int_equal(t->att[0].err_code, 0);
+        assert_int_equal(t->att[0].status, CVM_AGENT_ATTEST_FAILED);
+        assert_int_equal(t->att[0].error, ENOTTY);
+        assert_false(t->att[0].has_report);
+        check_binding(&t->att[0], nonce);
+        teardown(t);
+        unlink(path);
+}
+
+static void test_attest_connection_dies(void **state) {
+        (void)state;
+        char *argv[] = {"/bin/cat", NULL};
+        harness *t = setup(argv, 1, 0);
+        uint8_t nonce[64] = {1};
+        attest(t, nonce);
+        attest(t, nonce);
+        /* The VM dies before the agent can answer. */
+        assert_int_equal(shutdown(t->agent_fd, SHUT_RDWR), 0);
+        run_until(t, &t->closed, 5000);
+        assert_int_equal(t->closed_err.code, -ECONNRESET);
+        assert_int_equal(t->n_att, 2);
+        assert_int_equal(t->att[0].err_code, -ECONNRESET);
+        assert_int_equal(t->att[1].err_code, -ECONNRESET);
+        assert_int_equal(cvm_agent_client_attests_pending(t->client), 0);
+        cvm_error err = {0};
+        assert_int_equal(cvm_agent_client_attest(t->client, nonce, on_attest, t, &err), -ENOTCONN);
+        teardown(t);
+}
+
+/* A client facing a raw agent that has sent the given HELLO capabilities. */
+static harness *raw_agent(uint32_t capabilities) {
+        harness *t = calloc(1, sizeof(*t));
+        assert_int_equal(uv_loop_init(&t->loop), 0);
+        int fds[2];
+        make_pair(fds);
+        t->peer_fd = fds[1];
+        start_client(t, fds[0], NULL);
+        cvm_error err = {0};
+        uint8_t nonce[64] = {0};
+        assert_int_equal(cvm_agent_client_attest(t->client, nonce, on_attest, t, &err), -ENOTCONN);
+        cvm_agent_hello h = {.proto_version = 1,
+                             .max_concurrency = 1,
+                             .capabilities = capabilities,
+                             .max_request = 100,
+                             .max_response = 100,
+                             .agent_version = "fake"};
+        cvm_agent_msg m;
+        assert_int_equal(cvm_agent_encode_hello(&h, &m, NULL), 0);
+        assert_int_equal(write(t->peer_fd, m.head, m.head_len), (ssize_t)m.head_len);
+        run_until(t, &t->hello, 2000);
+        return t;
+}
+
+static void test_attest_old_agent(void **state) {
+        (void)state;
+        /* An agent without the capability is never sent an ATTEST. */
+        harness *t = raw_agent(CVM_AGENT_CAP_EXEC | 0x80);
+        uint8_t nonce[64] = {0}, buf[64];
+        cvm_error err = {0};
+        assert_int_equal(cvm_agent_client_attest(t->client, nonce, on_attest, t, &err), -ENOTSUP);
+        assert_non_null(strstr(err.message, "does not attest"));
+        run_for(t, 20);
+        assert_int_equal(recv(t->peer_fd, buf, sizeof(buf), MSG_DONTWAIT), -1);
+        assert_int_equal(errno, EAGAIN);
+        assert_int_equal(t->n_att, 0);
+        teardown(t);
+
+        /* A frame limit too small for an answer is refused up front. */
+        t = calloc(1, sizeof(*t));
+        assert_int_equal(uv_loop_init(&t->loop), 0);
+        int fds[2];
+        make_pair(fds);
+        t->peer_fd = fds[1];
+        cvm_agent_client_opts opts = {.max_payload = 1000};
+        start_client(t, fds[0], &opts);
+        cvm_agent_hello h = {.proto_version = 1,
+                             .max_concurrency = 1,
+                             .capabilities = CVM_AGENT_CAP_ATTEST,
+                             .max_request = 100,
+                             .max_response = 100,
+                             .agent_version = "fake"};
+        cvm_agent_msg m;
+        assert_int_equal(cvm_agent_encode_hello(&h, &m, NULL), 0);
+        assert_int_equal(write(t->peer_fd, m.head, m.head_len), (ssize_t)m.head_len);
+        run_until(t, &t->hello, 2000);
+        assert_int_equal(cvm_agent_client_attest(t->client, nonce, on_attest, t, &err), -EMSGSIZE);
+        teardown(t);
+}
+
+/* Reads the client's ATTEST from the raw agent's end. */
+static void read_attest(harness *t, uint64_t *id, uint8_t nonce[64]) {
+        uint8_t buf[CVM_AGENT_HEADER_SIZE + 64];
+        size_t got = 0;
+        uint64_t deadline = uv_hrtime() + UINT64_C(2000000000);
+        while (got < sizeof(buf) && uv_hrtime() < deadline) {
+                uv_run(&t->loop, UV_RUN_NOWAIT);
+                ssize_t n = recv(t->peer_fd, buf + got, sizeof(buf) - got, MSG_DONTWAIT);
+                if (n > 0)
+                        got += (size_t)n;
+                else
+                        usleep(1000);
+        }
+        assert_int_equal(got, sizeof(buf));
+        cvm_agent_decoder d;
+        cvm_agent_decoder_init(&d, 0);
+        cvm_agent_frame f;
+        size_t used;
+        assert_int_equal(cvm_agent_decoder_feed(&d, buf, got, &used, &f, NULL), 1);
+        assert_int_equal(f.type, CVM_AGENT_MSG_ATTEST);
+        assert_int_equal(cvm_agent_attest_decode(&f, nonce, NULL), 0);
+        *id = f.id;
+        cvm_agent_decoder_release(&d);
+}
+
+/* Sends an ATTEST_RESULT for id from the raw agent, with key and report_data as given. */
+static void send_attest_result(harness *t, uint64_t id, const uint8_t *key, size_t key_len,
+                               const uint8_t report_data[64]) {
+        cvm_agent_attest_result r = {
+                .status = CVM_AGENT_ATTEST_NO_DEVICE, .public_key = key, .public_key_len = key_len};
+        memcpy(r.report_data, report_data, 64);
+        cvm_agent_msg m;
+        assert_int_equal(cvm_agent_encode_attest_result(id, &r, &m, NULL), 0);
+        uint8_t buf[1024];
+        size_t n = m.head_len;
+        memcpy(buf, m.head, n);
+        memcpy(buf + n, key, key_len);
+        n += key_len;
+        assert_int_equal(write(t->peer_fd, buf, n), (ssize_t)n);
+}
+
+static size_t new_key(uint8_t *der) {
+        EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-384");
+        assert_non_null(k);
+        unsigned char *p = der;
+        int n = i2d_PUBKEY(k, &p);
+        assert_true(n > 0 && n <= CVM_AGENT_MAX_PUBLIC_KEY);
+        EVP_PKEY_free(k);
+        return (size_t)n;
+}
+
+static void test_client_rejects_bad_attest(void **state) {
+        (void)state;
+        uint8_t key[CVM_AGENT_MAX_PUBLIC_KEY], key2[CVM_AGENT_MAX_PUBLIC_KEY], rd[64], nonce[64];
+        size_t key_len = new_key(key), key2_len = new_key(key2);
+        uint8_t mine[64] = {7};
+        uint64_t id;
+
+        /* REPORT_DATA that does not bind the key to the client's nonce. */
+        harness *t = raw_agent(CVM_AGENT_CAP_ATTEST);
+        attest(t, mine);
+        read_attest(t, &id, nonce);
+        assert_memory_equal(nonce, mine, 64);
+        nonce[0] ^= 1;
+        assert_int_equal(cvm_agent_attest_report_data(key, key_len, nonce, rd, NULL), 0);
+        send_attest_result(t, id, key, key_len, rd);
+        run_until(t, &t->closed, 2000);
+        assert_int_equal(t->closed_err.code, -EPROTO);
+        assert_non_null(strstr(t->closed_err.message, "REPORT_DATA does not bind"));
+        assert_int_equal(t->n_att, 1);
+        assert_int_equal(t->att[0].err_code, -EPROTO);
+        teardown(t);
+
+        /* An answer to no request. */
+        t = raw_agent(CVM_AGENT_CAP_ATTEST);
+        attest(t, mine);
+        read_attest(t, &id, nonce);
+        assert_int_equal(cvm_agent_attest_report_data(key, key_len, nonce, rd, NULL), 0);
+        send_attest_result(t, id + 1, key, key_len, rd);
+        run_until(t, &t->closed, 2000);
+        assert_int_equal(t->closed_err.code, -EPROTO);
+        assert_non_null(strstr(t->closed_err.message, "unknown request"));
+        teardown(t);
+
+        /* A second answer with another key. */
+        t = raw_agent(CVM_AGENT_CAP_ATTEST);
+        attest(t, mine);
+        read_attest(t, &id, nonce);
+        assert_int_equal(cvm_agent_attest_report_data(key, key_len, nonce, rd, NULL), 0);
+        send_attest_result(t, id, key, key_len, rd);
+        run_until_attests(t, 1);
+        assert_int_equal(t->att[0].err_code, 0);
+        assert_false(t->closed);
+        attest(t, mine);
+        read_attest(t, &id, nonce);
+        assert_int_equal(cvm_agent_attest_report_data(key2, key2_len, nonce, rd, NULL), 0);
+        send_attest_result(t, id, key2, key2_len, rd);
+        run_until(t, &t->closed, 2000);
+        assert_int_equal(t->closed_err.code, -EPROTO);
+        assert_non_null(strstr(t->closed_err.message, "changes the agent's key"));
+        assert_int_equal(t->att[1].err_code, -EPROTO);
+        teardown(t);
+
+        /* A requested shutdown cancels what is pending. */
+        t = raw_agent(CVM_AGENT_CAP_ATTEST);
+        attest(t, mine);
+        read_attest(t, &id, nonce);
+        assert_int_equal(cvm_agent_client_shutdown(t->client, NULL), 0);
+        cvm_error err = {0};
+        assert_int_equal(cvm_agent_client_attest(t->client, mine, on_attest, t, &err), -ESHUTDOWN);
+        cvm_agent_msg m;
+        cvm_agent_encode_empty(CVM_AGENT_MSG_SHUTDOWN, 0, &m);
+        assert_int_equal(write(t->peer_fd, m.head, m.head_len), (ssize_t)m.head_len);
+        run_until(t, &t->closed, 2000);
+        assert_int_equal(t->closed_err.code, 0);
+        assert_int_equal(t->att[0].err_code, -ECANCELED);
+        teardown(t);
+}
+
+/* n ATTEST frames with the given ids, back to back, then an optional SHUTDOWN. */
+static size_t attest_frames(uint8_t *buf, const uint64_t *ids, size_t n, bool shutdown_after) {
+        uint8_t nonce[64] = {5};
+        size_t len = 0;
+        cvm_agent_msg m;
+        for (size_t i = 0; i < n; i++) {
+                cvm_agent_encode_attest(ids[i], nonce, &m);
+                memcpy(buf + len, m.head, m.head_len);
+                len += m.head_len;
+        }
+        if (shutdown_after) {
+                cvm_agent_encode_empty(CVM_AGENT_MSG_SHUTDOWN, 9, &m);
+                memcpy(buf + len, m.head, m.head_len);
+                len += m.head_len;
+        }
+        return len;
+}
+
+static void test_agent_rejects_bad_attest(void **state) {
+        (void)state;
+        uint8_t buf[1024];
+        cvm_agent_msg m;
+        uint8_t nonce[64] = {0};
+        /* A nonce of 63 bytes. */
+        cvm_agent_encode_attest(1, nonce, &m);
+        m.head[16] = 63;
+        assert_int_equal(agent_sees(m.head, m.head_len - 1), 1);
+        /* Two outstanding with one id; five outstanding (sent in one write, so none is
+         * answered before the agent reads them all). */
+        uint64_t ids[5] = {1, 2, 3, 4, 5}, dup[2] = {7, 7};
+        assert_int_equal(agent_sees(buf, attest_frames(buf, dup, 2, false)), 1);
+        assert_int_equal(agent_sees(buf, attest_frames(buf, ids, 5, false)), 1);
+        /* Four are allowed; a SHUTDOWN behind them abandons their answers and exits 0. */
+        assert_int_equal(agent_sees(buf, attest_frames(buf, ids, 4, true)), 0);
+        /* An ATTEST_RESULT is the agent's to send. */
+        uint8_t key[120] = {0};
+        cvm_agent_attest_result r = {.status = CVM_AGENT_ATTEST_NO_DEVICE,
+                                     .public_key = key,
+                                     .public_key_len = sizeof(key)};
+        assert_int_equal(cvm_agent_encode_attest_result(1, &r, &m, NULL), 0);
+        memcpy(buf, m.head, m.head_len);
+        memcpy(buf + m.head_len, key, sizeof(key));
+        assert_int_equal(agent_sees(buf, m.head_len + sizeof(key)), 1);
+
+        /* Freed abruptly with a report request in the thread pool: the memory waits for it. */
+        char *argv[] = {"/bin/cat", NULL};
+        harness *t = calloc(1, sizeof(*t));
+        assert_int_equal(uv_loop_init(&t->loop), 0);
+        int fds[2];
+        make_pair(fds);
+        t->peer_fd = fds[0];
+        start_agent(t, fds[1], argv, 1, 0);
+        size_t len = attest_frames(buf, ids, 3, false);
+        assert_int_equal(write(t->peer_fd, buf, len), (ssize_t)len);
+        uv_run(&t->loop, UV_RUN_NOWAIT);
+        cvm_agent_free(t->agent);
+        t->agent = NULL;
+        teardown(t);
+}
+
 int main(void) {
         /* A dropped peer must surface as a write error, not kill the test. */
         signal(SIGPIPE, SIG_IGN);
@@ -622,6 +1042,12 @@ int main(void) {
                 cmocka_unit_test(test_client_rejects_bad_agent),
                 cmocka_unit_test(test_agent_rejects_bad_host),
                 cmocka_unit_test(test_free_from_callback),
+                cmocka_unit_test(test_attest),
+                cmocka_unit_test(test_attest_device_fails),
+                cmocka_unit_test(test_attest_connection_dies),
+                cmocka_unit_test(test_attest_old_agent),
+                cmocka_unit_test(test_client_rejects_bad_attest),
+                cmocka_unit_test(test_agent_rejects_bad_attest),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <errno.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -171,10 +173,24 @@ static void test_split_anywhere(void **state) {
         cvm_agent_result r = {.status = CVM_AGENT_STATUS_OK, .output = big, .output_len = 999};
         assert_int_equal(cvm_agent_encode_result(5, &r, &m, NULL), 0);
         len += flatten(&m, stream + len);
+        uint8_t nonce[CVM_AGENT_ATTEST_NONCE_SIZE] = {1, 2, 3};
+        cvm_agent_encode_attest(6, nonce, &m);
+        len += flatten(&m, stream + len);
+        /* A report-carrying result: its REPORT_DATA field is big's bytes at 0x50 too. */
+        cvm_agent_attest_result ar = {.status = CVM_AGENT_ATTEST_REPORT,
+                                      .public_key = big,
+                                      .public_key_len = 120,
+                                      .report = big,
+                                      .report_len = CVM_AGENT_SNP_REPORT_MIN};
+        memcpy(ar.report_data, big + CVM_AGENT_SNP_REPORT_DATA_OFFSET, 64);
+        assert_int_equal(cvm_agent_encode_attest_result(7, &ar, &m, NULL), 0);
+        len += flatten(&m, stream + len);
 
         frame_copy whole[8], pieces[8];
         size_t n = feed_chunks(stream, len, len, 0, whole, 8);
-        assert_int_equal(n, 5);
+        assert_int_equal(n, 7);
+        assert_int_equal(whole[6].type, CVM_AGENT_MSG_ATTEST_RESULT);
+        assert_int_equal(whole[6].len, CVM_AGENT_ATTEST_RESULT_FIXED + 120 + 0x4A0);
         srand(12345);
         size_t chunks[] = {1, 0, 0, 7, 20, 21, 65536};
         size_t maxes[] = {0, 3, 5000, 0, 0, 0, 0};
@@ -219,7 +235,7 @@ static void test_bad_headers(void **state) {
         expect_bad_header(0, 'X', -EPROTO, "magic");
         expect_bad_header(4, 2, -EPROTO, "version");
         expect_bad_header(5, 0, -EPROTO, "unknown message type");
-        expect_bad_header(5, 7, -EPROTO, "unknown message type");
+        expect_bad_header(5, 9, -EPROTO, "unknown message type");
         expect_bad_header(6, 1, -EPROTO, "flags");
 
         /* An oversized length is refused from the header alone, before any payload. */
@@ -338,11 +354,279 @@ static void test_encoders_validate(void **state) {
         assert_string_equal(cvm_agent_status_name(CVM_AGENT_STATUS_TOO_LARGE), "too_large");
 }
 
+/* A fresh P-384 key's DER SubjectPublicKeyInfo; OPENSSL_free it. */
+static size_t make_key(const char *curve, uint8_t **der) {
+        EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", curve);
+        assert_non_null(k);
+        *der = NULL;
+        int n = i2d_PUBKEY(k, der);
+        assert_true(n > 0);
+        EVP_PKEY_free(k);
+        return (size_t)n;
+}
+
+/* REPORT_DATA computed the other way: one SHA-512 over the concatenation. */
+static void expected_report_data(const uint8_t *key, size_t len, const uint8_t *nonce,
+                                 uint8_t out[64]) {
+        uint8_t buf[13 + 48 + 64];
+        memcpy(buf, "cvm-attest-v1", 13);
+        assert_int_equal(EVP_Digest(key, len, buf + 13, NULL, EVP_sha384(), NULL), 1);
+        memcpy(buf + 13 + 48, nonce, 64);
+        assert_int_equal(EVP_Digest(buf, sizeof(buf), out, NULL, EVP_sha512(), NULL), 1);
+}
+
+static void test_attest_round_trip(void **state) {
+        (void)state;
+        uint8_t buf[8192];
+        cvm_agent_msg m;
+        cvm_agent_frame f;
+        cvm_agent_decoder d;
+        cvm_error err = {0};
+        uint8_t nonce[64], nonce2[64];
+        for (int i = 0; i < 64; i++)
+                nonce[i] = (uint8_t)(0xa0 + i);
+
+        cvm_agent_encode_attest(17, nonce, &m);
+        size_t n = flatten(&m, buf);
+        assert_int_equal(n, CVM_AGENT_HEADER_SIZE + 64);
+        assert_int_equal(decode_one(buf, n, 0, &d, &f, &err), 1);
+        assert_int_equal(f.type, CVM_AGENT_MSG_ATTEST);
+        assert_int_equal(f.id, 17);
+        assert_int_equal(cvm_agent_attest_decode(&f, nonce2, &err), 0);
+        assert_memory_equal(nonce2, nonce, 64);
+
+        /* Without a device: the key and REPORT_DATA, no report. */
+        uint8_t *key;
+        size_t key_len = make_key("P-384", &key);
+        assert_int_equal(key_len, 120);
+        cvm_agent_attest_result r = {
+                .status = CVM_AGENT_ATTEST_NO_DEVICE, .public_key = key, .public_key_len = key_len};
+        assert_int_equal(cvm_agent_attest_report_data(key, key_len, nonce, r.report_data, &err), 0);
+        uint8_t expect[64];
+        expected_report_data(key, key_len, nonce, expect);
+        assert_memory_equal(r.report_data, expect, 64);
+        assert_int_equal(cvm_agent_encode_attest_result(17, &r, &m, &err), 0);
+        n = flatten(&m, buf);
+        assert_int_equal(n, CVM_AGENT_HEADER_SIZE + CVM_AGENT_ATTEST_RESULT_FIXED + key_len);
+        assert_int_equal(decode_one(buf, n, 0, &d, &f, &err), 1);
+        cvm_agent_attest_result r2;
+        assert_int_equal(cvm_agent_attest_result_decode(&f, &r2, &err), 0);
+        assert_int_equal(r2.status, CVM_AGENT_ATTEST_NO_DEVICE);
+        assert_int_equal(r2.public_key_len, key_len);
+        assert_memory_equal(r2.public_key, key, key_len);
+        assert_memory_equal(r2.report_data, expect, 64);
+        assert_null(r2.report);
+        assert_int_equal(r2.report_len, 0);
+        assert_int_equal(r2.error, 0);
+        assert_int_equal(cvm_agent_attest_verify(&r2, nonce, &err), 0);
+
+        /* With a report: its REPORT_DATA field must be the one in the result. */
+        uint8_t report[CVM_AGENT_SNP_REPORT_MIN];
+        for (size_t i = 0; i < sizeof(report); i++)
+                report[i] = (uint8_t)(i * 7);
+        memcpy(report + 0x50, expect, 64);
+        r.status = CVM_AGENT_ATTEST_REPORT;
+        r.report = report;
+        r.report_len = sizeof(report);
+        assert_int_equal(cvm_agent_encode_attest_result(18, &r, &m, &err), 0);
+        n = flatten(&m, buf);
+        assert_int_equal(decode_one(buf, n, 0, &d, &f, &err), 1);
+        assert_int_equal(cvm_agent_attest_result_decode(&f, &r2, &err), 0);
+        assert_int_equal(r2.status, CVM_AGENT_ATTEST_REPORT);
+        assert_int_equal(r2.report_len, sizeof(report));
+        assert_memory_equal(r2.report, report, sizeof(report));
+        assert_int_equal(cvm_agent_attest_verify(&r2, nonce, &err), 0);
+
+        /* A failed request says why. */
+        r = (cvm_agent_attest_result){.status = CVM_AGENT_ATTEST_FAILED,
+                                      .error = EIO,
+                                      .exitinfo2 = UINT64_C(0x200000016),
+                                      .public_key = key,
+                                      .public_key_len = key_len};
+        memcpy(r.report_data, expect, 64);
+        assert_int_equal(cvm_agent_encode_attest_result(UINT64_MAX, &r, &m, &err), 0);
+        n = flatten(&m, buf);
+        assert_int_equal(decode_one(buf, n, 0, &d, &f, &err), 1);
+        assert_int_equal(cvm_agent_attest_result_decode(&f, &r2, &err), 0);
+        assert_int_equal(r2.status, CVM_AGENT_ATTEST_FAILED);
+        assert_int_equal(r2.error, EIO);
+        assert_int_equal(r2.exitinfo2, UINT64_C(0x200000016));
+        assert_string_equal(cvm_agent_attest_status_name(r2.status), "failed");
+        assert_string_equal(cvm_agent_msg_type_name(CVM_AGENT_MSG_ATTEST_RESULT), "ATTEST_RESULT");
+        OPENSSL_free(key);
+}
+
+/* Builds an ATTEST_RESULT payload field by field into p; returns its length. */
+static size_t attest_payload(uint8_t *p, uint8_t status, uint16_t key_len, uint32_t report_len,
+                             uint32_t error) {
+        memset(p, 0, CVM_AGENT_ATTEST_RESULT_FIXED + key_len + report_len);
+        p[0] = status;
+        p[2] = (uint8_t)key_len, p[3] = (uint8_t)(key_len >> 8);
+        for (int i = 0; i < 4; i++) {
+                p[4 + i] = (uint8_t)(report_len >> (8 * i));
+                p[8 + i] = (uint8_t)(error >> (8 * i));
+        }
+        return CVM_AGENT_ATTEST_RESULT_FIXED + key_len + report_len;
+}
+
+static void expect_bad_attest_result(uint8_t *p, size_t len, const char *needle) {
+        cvm_agent_frame f = {
+                .type = CVM_AGENT_MSG_ATTEST_RESULT, .id = 3, .payload = p, .len = (uint32_t)len};
+        cvm_agent_attest_result r;
+        cvm_error err = {0};
+        assert_int_equal(cvm_agent_attest_result_decode(&f, &r, &err), -EPROTO);
+        if (!strstr(err.message, needle))
+                fail_msg("%s: expected %s", err.message, needle);
+}
+
+static void test_attest_bad_payloads(void **state) {
+        (void)state;
+        cvm_error err = {0};
+        uint8_t nonce[65] = {0};
+        cvm_agent_frame f = {.type = CVM_AGENT_MSG_ATTEST, .payload = nonce, .len = 63};
+        assert_int_equal(cvm_agent_attest_decode(&f, nonce, &err), -EPROTO);
+        assert_non_null(strstr(err.message, "nonce"));
+        f.len = 65;
+        assert_int_equal(cvm_agent_attest_decode(&f, nonce, &err), -EPROTO);
+        f.len = 0;
+        assert_int_equal(cvm_agent_attest_decode(&f, nonce, &err), -EPROTO);
+        f.type = CVM_AGENT_MSG_PING;
+        f.len = 64;
+        assert_int_equal(cvm_agent_attest_decode(&f, nonce, &err), -EPROTO);
+
+        static uint8_t p[CVM_AGENT_ATTEST_RESULT_MAX + 64];
+        cvm_agent_attest_result r;
+        size_t n = attest_payload(p, CVM_AGENT_ATTEST_NO_DEVICE, 120, 0, 0);
+        f = (cvm_agent_frame){
+                .type = CVM_AGENT_MSG_ATTEST_RESULT, .payload = p, .len = (uint32_t)n};
+        assert_int_equal(cvm_agent_attest_result_decode(&f, &r, &err), 0);
+        f.type = CVM_AGENT_MSG_RESULT;
+        assert_int_equal(cvm_agent_attest_result_decode(&f, &r, &err), -EPROTO);
+
+        expect_bad_attest_result(p, CVM_AGENT_ATTEST_RESULT_FIXED - 1, "shorter");
+        expect_bad_attest_result(p, n - 1, "do not fill");
+        expect_bad_attest_result(p, n + 1, "do not fill");
+        n = attest_payload(p, 3, 120, 0, 0);
+        expect_bad_attest_result(p, n, "unknown status");
+        n = attest_payload(p, CVM_AGENT_ATTEST_NO_DEVICE, 120, 0, 0);
+        p[1] = 1;
+        expect_bad_attest_result(p, n, "reserved");
+        n = attest_payload(p, CVM_AGENT_ATTEST_NO_DEVICE, 0, 0, 0);
+        expect_bad_attest_result(p, n, "public key length");
+        n = attest_payload(p, CVM_AGENT_ATTEST_NO_DEVICE, CVM_AGENT_MAX_PUBLIC_KEY + 1, 0, 0);
+        expect_bad_attest_result(p, n, "out of range");
+        /* Reports: too short, oversized, or where none belongs. */
+        n = attest_payload(p, CVM_AGENT_ATTEST_REPORT, 120, 0, 0);
+        expect_bad_attest_result(p, n, "report length");
+        n = attest_payload(p, CVM_AGENT_ATTEST_REPORT, 120, CVM_AGENT_SNP_REPORT_MIN - 1, 0);
+        expect_bad_attest_result(p, n, "report length");
+        n = attest_payload(p, CVM_AGENT_ATTEST_REPORT, 120, CVM_AGENT_SNP_REPORT_MAX + 1, 0);
+        expect_bad_attest_result(p, n, "out of range");
+        /* A length field near 4 GiB is refused, not summed into an overflow. */
+        n = attest_payload(p, CVM_AGENT_ATTEST_REPORT, 120, 0, 0);
+        p[4] = p[5] = p[6] = p[7] = 0xff;
+        expect_bad_attest_result(p, n, "out of range");
+        n = attest_payload(p, CVM_AGENT_ATTEST_NO_DEVICE, 120, CVM_AGENT_SNP_REPORT_MIN, 0);
+        expect_bad_attest_result(p, n, "a report on a status");
+        n = attest_payload(p, CVM_AGENT_ATTEST_FAILED, 120, CVM_AGENT_SNP_REPORT_MIN, EIO);
+        expect_bad_attest_result(p, n, "a report on a status");
+        /* Errors belong to FAILED, and FAILED needs one. */
+        n = attest_payload(p, CVM_AGENT_ATTEST_FAILED, 120, 0, 0);
+        expect_bad_attest_result(p, n, "without an error");
+        n = attest_payload(p, CVM_AGENT_ATTEST_NO_DEVICE, 120, 0, EIO);
+        expect_bad_attest_result(p, n, "an error on a status");
+        n = attest_payload(p, CVM_AGENT_ATTEST_NO_DEVICE, 120, 0, 0);
+        p[19] = 1; /* exitinfo2. */
+        expect_bad_attest_result(p, n, "an error on a status");
+        /* A full-size report is accepted when it carries the result's REPORT_DATA, else not. */
+        n = attest_payload(p, CVM_AGENT_ATTEST_REPORT, 120, CVM_AGENT_SNP_REPORT_MAX, 0);
+        f.type = CVM_AGENT_MSG_ATTEST_RESULT;
+        f.len = (uint32_t)n;
+        assert_int_equal(n, CVM_AGENT_ATTEST_RESULT_MAX - (CVM_AGENT_MAX_PUBLIC_KEY - 120));
+        assert_int_equal(cvm_agent_attest_result_decode(&f, &r, &err), 0);
+        assert_int_equal(r.report_len, CVM_AGENT_SNP_REPORT_MAX);
+        assert_ptr_equal(r.report, p + CVM_AGENT_ATTEST_RESULT_FIXED + 120);
+        p[CVM_AGENT_ATTEST_RESULT_FIXED + 120 + 0x50 + 63] = 1;
+        expect_bad_attest_result(p, n, "other REPORT_DATA");
+}
+
+static void test_attest_encoders_validate(void **state) {
+        (void)state;
+        cvm_agent_msg m;
+        static uint8_t big[CVM_AGENT_SNP_REPORT_MAX + 1];
+        cvm_agent_attest_result r = {.status = CVM_AGENT_ATTEST_REPORT,
+                                     .public_key = big,
+                                     .public_key_len = 120,
+                                     .report = big,
+                                     .report_len = sizeof(big)};
+        assert_int_equal(cvm_agent_encode_attest_result(1, &r, &m, NULL), -EPROTO);
+        r.report_len = CVM_AGENT_SNP_REPORT_MAX;
+        assert_int_equal(cvm_agent_encode_attest_result(1, &r, &m, NULL), 0);
+        assert_int_equal(cvm_agent_msg_size(&m),
+                         CVM_AGENT_HEADER_SIZE + CVM_AGENT_ATTEST_RESULT_MAX - 392);
+        r.public_key_len = CVM_AGENT_MAX_PUBLIC_KEY + 1;
+        assert_int_equal(cvm_agent_encode_attest_result(1, &r, &m, NULL), -EPROTO);
+        r.public_key_len = 120;
+        r.status = CVM_AGENT_ATTEST_NO_DEVICE;
+        assert_int_equal(cvm_agent_encode_attest_result(1, &r, &m, NULL), -EPROTO);
+}
+
+static void test_attest_verify(void **state) {
+        (void)state;
+        cvm_error err = {0};
+        uint8_t nonce[64] = {9, 8, 7};
+        uint8_t *key;
+        size_t key_len = make_key("P-384", &key);
+        cvm_agent_attest_result r = {
+                .status = CVM_AGENT_ATTEST_NO_DEVICE, .public_key = key, .public_key_len = key_len};
+        expected_report_data(key, key_len, nonce, r.report_data);
+        assert_int_equal(cvm_agent_attest_verify(&r, nonce, &err), 0);
+
+        /* Another nonce, or another REPORT_DATA, does not verify. */
+        nonce[63] ^= 1;
+        assert_int_equal(cvm_agent_attest_verify(&r, nonce, &err), -EPROTO);
+        assert_non_null(strstr(err.message, "REPORT_DATA"));
+        nonce[63] ^= 1;
+        r.report_data[0] ^= 1;
+        assert_int_equal(cvm_agent_attest_verify(&r, nonce, &err), -EPROTO);
+        r.report_data[0] ^= 1;
+
+        /* Trailing bytes, a truncated key, another curve, garbage: all refused. */
+        uint8_t padded[200];
+        memcpy(padded, key, key_len);
+        padded[key_len] = 0;
+        r.public_key = padded;
+        r.public_key_len = key_len + 1;
+        expected_report_data(padded, key_len + 1, nonce, r.report_data);
+        assert_int_equal(cvm_agent_attest_verify(&r, nonce, &err), -EPROTO);
+        assert_non_null(strstr(err.message, "P-384"));
+        r.public_key_len = key_len - 1;
+        expected_report_data(padded, key_len - 1, nonce, r.report_data);
+        assert_int_equal(cvm_agent_attest_verify(&r, nonce, &err), -EPROTO);
+        uint8_t *p256;
+        size_t p256_len = make_key("P-256", &p256);
+        r.public_key = p256;
+        r.public_key_len = p256_len;
+        expected_report_data(p256, p256_len, nonce, r.report_data);
+        assert_int_equal(cvm_agent_attest_verify(&r, nonce, &err), -EPROTO);
+        r.public_key = nonce;
+        r.public_key_len = sizeof(nonce);
+        assert_int_equal(cvm_agent_attest_verify(&r, nonce, &err), -EPROTO);
+        OPENSSL_free(p256);
+        OPENSSL_free(key);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_round_trip),        cmocka_unit_test(test_split_anywhere),
-                cmocka_unit_test(test_bad_headers),       cmocka_unit_test(test_bad_payloads),
+                cmocka_unit_test(test_round_trip),
+                cmocka_unit_test(test_split_anywhere),
+                cmocka_unit_test(test_bad_headers),
+                cmocka_unit_test(test_bad_payloads),
                 cmocka_unit_test(test_encoders_validate),
+                cmocka_unit_test(test_attest_round_trip),
+                cmocka_unit_test(test_attest_bad_payloads),
+                cmocka_unit_test(test_attest_encoders_validate),
+                cmocka_unit_test(test_attest_verify),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
