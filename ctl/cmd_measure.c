@@ -42,6 +42,30 @@ static int read_file(const char *path, uint8_t **ret, size_t *ret_len, cvm_error
         return 0;
 }
 
+int cvmctl_measure_image(const cvmctl_image *img, uint8_t digest[CVM_SNP_DIGEST_SIZE],
+                         cvm_snp_launch_pages *pages, cvm_error *err) {
+        _cleanup_free_ uint8_t *fw = NULL, *kern = NULL, *rd = NULL;
+        size_t fw_len = 0, kern_len = 0, rd_len = 0;
+        int r;
+        if ((r = read_file(img->firmware, &fw, &fw_len, err)) < 0 ||
+            (img->kernel && (r = read_file(img->kernel, &kern, &kern_len, err)) < 0) ||
+            (img->initrd && (r = read_file(img->initrd, &rd, &rd_len, err)) < 0))
+                return r;
+        cvm_snp_launch_input in = {.firmware = fw,
+                                   .firmware_len = fw_len,
+                                   .kernel = kern,
+                                   .kernel_len = kern_len,
+                                   .initrd = rd,
+                                   .initrd_len = rd_len,
+                                   .cmdline = img->kernel ? (img->append ? img->append : "") : NULL,
+                                   .vcpus = img->vcpus ? img->vcpus : 1,
+                                   .vcpu_type = img->vcpu_type ? img->vcpu_type : "EPYC-v4",
+                                   .guest_features = img->guest_features
+                                                             ? img->guest_features
+                                                             : CVM_SNP_GUEST_FEATURES_DEFAULT};
+        return cvm_snp_measure(&in, digest, pages, err);
+}
+
 static const char *const type_names[] = {
         [CVM_SNP_PAGE_NORMAL] = "normal",   [CVM_SNP_PAGE_VMSA] = "vmsa",
         [CVM_SNP_PAGE_ZERO] = "zero",       [CVM_SNP_PAGE_UNMEASURED] = "unmeasured",
@@ -71,7 +95,7 @@ static int run(cvmctl *ctl, int argc, char **argv) {
         unsigned long long features = CVM_SNP_GUEST_FEATURES_DEFAULT;
         char *end;
         int c;
-        optind = 1;
+        optind = 0; /* glibc: 0 resets the permutation state of the main parse. */
         while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
                 switch (c) {
                 case 'f': firmware = optarg; break;
@@ -103,25 +127,16 @@ static int run(cvmctl *ctl, int argc, char **argv) {
         if ((initrd || append) && !kernel)
                 return usage_error("--initrd and --append need --kernel");
         cvm_error err = {0};
-        _cleanup_free_ uint8_t *fw = NULL, *kern = NULL, *rd = NULL;
-        size_t fw_len = 0, kern_len = 0, rd_len = 0;
-        if (read_file(firmware, &fw, &fw_len, &err) < 0 ||
-            (kernel && read_file(kernel, &kern, &kern_len, &err) < 0) ||
-            (initrd && read_file(initrd, &rd, &rd_len, &err) < 0))
-                return cvmctl_fail(&err);
-        cvm_snp_launch_input in = {.firmware = fw,
-                                   .firmware_len = fw_len,
-                                   .kernel = kern,
-                                   .kernel_len = kern_len,
-                                   .initrd = rd,
-                                   .initrd_len = rd_len,
-                                   .cmdline = kernel ? (append ? append : "") : NULL,
-                                   .vcpus = (unsigned)vcpus,
-                                   .vcpu_type = vcpu_type,
-                                   .guest_features = features};
         uint8_t digest[CVM_SNP_DIGEST_SIZE];
         cvm_snp_launch_pages pages;
-        if (cvm_snp_measure(&in, digest, &pages, &err) < 0)
+        cvmctl_image img = {.firmware = firmware,
+                            .kernel = kernel,
+                            .initrd = initrd,
+                            .append = append,
+                            .vcpus = (unsigned)vcpus,
+                            .vcpu_type = vcpu_type,
+                            .guest_features = features};
+        if (cvmctl_measure_image(&img, digest, &pages, &err) < 0)
                 return cvmctl_fail(&err);
         char hex[CVM_SNP_DIGEST_HEX_SIZE];
         cvm_snp_digest_to_hex(digest, hex);
@@ -141,7 +156,8 @@ static int run(cvmctl *ctl, int argc, char **argv) {
         char feat[24];
         snprintf(feat, sizeof(feat), "0x%llx", features);
         json_t *doc = json_pack(
-                "{s:s, s:s, s:s?, s:s?, s:s?, s:i, s:s, s:s, s:{s:I, s:I, s:I, s:I, s:I, s:I}, s:o}",
+                "{s:s, s:s, s:s?, s:s?, s:s?, s:i, s:s, s:s, s:{s:I, s:I, s:I, s:I, s:I, s:I}, "
+                "s:o}",
                 "measurement", hex, "firmware", firmware, "kernel", kernel, "initrd", initrd,
                 "append", kernel ? (append ? append : "") : NULL, "vcpus", (int)vcpus, "vcpu_type",
                 vcpu_type, "guest_features", feat, "pages", "normal", (json_int_t)pages.normal,

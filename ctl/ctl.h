@@ -4,9 +4,11 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "client.h"
+#include "snp_measure.h"
 
 /* Exit statuses, as documented in `cvmctl --help`. */
 enum {
@@ -30,11 +32,23 @@ typedef struct cvmctl_command {
 extern const cvmctl_command cvmctl_cmd_health;
 extern const cvmctl_command cvmctl_cmd_version;
 extern const cvmctl_command cvmctl_cmd_measure;
+extern const cvmctl_command cvmctl_cmd_attest;
 
 /* Reports err on stderr as one line and returns CVMCTL_EXIT_FAILURE. */
 int cvmctl_fail(const cvm_error *err);
 /* Handles `--help` / unexpected arguments for commands without options:
  * returns -1 to go on, or an exit status. */
 int cvmctl_no_args(const cvmctl_command *cmd, int argc, char **argv);
+/* A launch image as the measure and attest commands take it from flags. */
+typedef struct cvmctl_image {
+        const char *firmware, *kernel, *initrd, *append;
+        unsigned vcpus;          /* 0: 1. */
+        const char *vcpu_type;   /* NULL: EPYC-v4. */
+        uint64_t guest_features; /* 0: the SNP default. */
+} cvmctl_image;
+/* Reads the files and computes the launch digest (cmd_measure.c). */
+int cvmctl_measure_image(const cvmctl_image *img, uint8_t digest[48], cvm_snp_launch_pages *pages,
+                         cvm_error *err);
+
 /* Prints a JSON document as --json does. */
 void cvmctl_print_json(json_t *doc);

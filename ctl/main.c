@@ -14,6 +14,7 @@ static const cvmctl_command *const commands[] = {
         &cvmctl_cmd_health,
         &cvmctl_cmd_version,
         &cvmctl_cmd_measure,
+        &cvmctl_cmd_attest,
 };
 
 static void usage(FILE *f) {

@@ -18,6 +18,13 @@ void cvm_api_get_vm(cvm_http_req *req, void *userdata);
 void cvm_api_delete_vm(cvm_http_req *req, void *userdata);
 void cvm_api_invoke_vm(cvm_http_req *req, void *userdata);
 void cvm_api_psp(cvm_http_req *req, void *userdata);
+void cvm_api_attest_vm(cvm_http_req *req, void *userdata);
+/* The body of an attestation request: {"nonce": "128 hex digits"}. */
+int cvm_api_parse_nonce(cvm_http_req *req, uint8_t nonce[64], cvm_error *err);
+struct cvm_vm;
+struct cvm_host_attestation;
+void cvm_api_reply_attestation(cvm_http_req *req, struct cvm_vm *vm,
+                               const struct cvm_host_attestation *a, const cvm_error *err);
 
 /* api_functions.c */
 struct cvm_inv_result;
@@ -30,6 +37,7 @@ void cvm_api_delete_function(cvm_http_req *req, void *userdata);
 void cvm_api_invoke_function(cvm_http_req *req, void *userdata);
 void cvm_api_get_invocation(cvm_http_req *req, void *userdata);
 void cvm_api_get_pool(cvm_http_req *req, void *userdata);
+void cvm_api_attest_function(cvm_http_req *req, void *userdata);
 
 /* api_metrics.c */
 void cvm_api_metrics(cvm_http_req *req, void *userdata);

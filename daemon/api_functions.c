@@ -229,3 +229,31 @@ void cvm_api_get_pool(cvm_http_req *req, void *ud) {
         cvmd *d = ud;
         cvm_http_reply_json(req, 200, cvm_functions_pool_json(d->functions));
 }
+
+/* POST /v1/functions/{name}/attestation */
+
+static void fn_attest_cancelled(cvm_http_req *req, void *ud) {
+        (void)req;
+        cvm_fn_attest_forget(ud);
+}
+
+static void on_fn_attested(cvm_vm *vm, const cvm_host_attestation *a, const cvm_error *err,
+                           void *ud) {
+        cvm_api_reply_attestation(ud, vm, a, err);
+}
+
+void cvm_api_attest_function(cvm_http_req *req, void *ud) {
+        cvmd *d = ud;
+        cvm_function *fn = find_fn(req, d);
+        if (!fn)
+                return;
+        uint8_t nonce[64];
+        cvm_error err = {0};
+        cvm_fn_attest *a;
+        if (cvm_api_parse_nonce(req, nonce, &err) < 0 ||
+            cvm_function_attest(fn, nonce, on_fn_attested, req, &a, &err) < 0) {
+                cvm_http_reply_cvm_error(req, &err);
+                return;
+        }
+        cvm_http_req_set_cancel(req, fn_attest_cancelled, a);
+}

@@ -10,6 +10,10 @@
 #include "json.h"
 #include "log.h"
 #include "function.h"
+#include "guest_policy.h"
+#include "snp_report.h"
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 #include "vm.h"
 
 #define INVOKE_TIMEOUT_DEFAULT_MS 30000
@@ -102,6 +106,8 @@ void cvm_api_create_vm(cvm_http_req *req, void *ud) {
                                      &err);
         if (r >= 0)
                 r = cvm_image_spec_parse(image_obj, &d->image_defaults, "image", &spec, &err);
+        if (r >= 0 && (r = cvm_guest_policy_check(spec.guest_policy, d->allow_debug, &err)) < 0)
+                cvm_error_prefix(&err, "image.guest_policy: ");
         if (r >= 0)
                 r = cvm_handler_spec_parse(handler_obj, "handler", d->host_runs_handlers,
                                            &c->handler, &err);
@@ -271,4 +277,103 @@ void cvm_api_psp(cvm_http_req *req, void *ud) {
         if (j)
                 json_object_set_new(j, "scheduler", cvm_sched_to_json(d->sched));
         cvm_http_reply_json(req, 200, j);
+}
+
+/* Attestation: POST /v1/vms/{id}/attestation (and, through api_functions.c,
+ * /v1/functions/{name}/attestation). The daemon relays; the client verifies. */
+
+int cvm_api_parse_nonce(cvm_http_req *req, uint8_t nonce[64], cvm_error *err) {
+        static const char *const fields[] = {"nonce", NULL};
+        json_t *body = cvm_http_req_json(req);
+        const char *hex = NULL;
+        int r;
+        if (!body)
+                return cvm_error_set(err, -EINVAL,
+                                     "a JSON body {\"nonce\": \"128 hex digits\"} is required");
+        if ((r = cvm_json_check_fields(body, "", fields, err)) < 0 ||
+            (r = cvm_json_get_string(body, "", "nonce", true, &hex, err)) < 0)
+                return r;
+        if (strlen(hex) != 128 || cvm_snp_unhex(hex, nonce, 64) < 0)
+                return cvm_error_set(err, -EINVAL,
+                                     "field 'nonce' must be 64 bytes as 128 hex digits");
+        return 0;
+}
+
+static json_t *b64_json(const uint8_t *p, size_t n) {
+        size_t cap = 4 * ((n + 2) / 3) + 1;
+        _cleanup_free_ unsigned char *out = malloc(cap);
+        if (!out)
+                return NULL;
+        int len = EVP_EncodeBlock(out, p, (int)n);
+        return json_stringn((const char *)out, (size_t)len);
+}
+
+static json_t *pem_key_json(const uint8_t *der, size_t len) {
+        const unsigned char *p = der;
+        EVP_PKEY *key = d2i_PUBKEY(NULL, &p, (long)len);
+        BIO *bio = BIO_new(BIO_s_mem());
+        json_t *j = NULL;
+        char *data;
+        if (key && bio && PEM_write_bio_PUBKEY(bio, key) == 1) {
+                long n = BIO_get_mem_data(bio, &data);
+                j = json_stringn(data, (size_t)n);
+        }
+        BIO_free(bio);
+        EVP_PKEY_free(key);
+        return j;
+}
+
+void cvm_api_reply_attestation(cvm_http_req *req, cvm_vm *vm, const cvm_host_attestation *a,
+                               const cvm_error *err) {
+        cvm_http_req_set_cancel(req, NULL, NULL);
+        if (err) {
+                cvm_http_reply_cvm_error(req, err);
+                return;
+        }
+        cvm_http_reply_json(req, 200,
+                            json_pack("{s:s, s:s?, s:s, s:o, s:o, s:s}", "vm_id", vm->id,
+                                      "function", vm->function, "measurement",
+                                      vm->image->digest_hex, "report",
+                                      b64_json(a->report, a->report_len), "public_key",
+                                      pem_key_json(a->public_key, a->public_key_len), "cert_chain",
+                                      a->cert_chain_pem));
+}
+
+static void vm_attest_cancelled(cvm_http_req *req, void *ud) {
+        (void)req;
+        /* The host answers later into nothing: forget the request. */
+        *(cvm_http_req **)ud = NULL;
+}
+
+typedef struct vm_attest_ctx {
+        cvm_http_req *req;
+} vm_attest_ctx;
+
+static void on_vm_attested(cvm_vm *vm, const cvm_host_attestation *a, const cvm_error *err,
+                           void *ud) {
+        vm_attest_ctx *c = ud;
+        if (c->req)
+                cvm_api_reply_attestation(c->req, vm, a, err);
+        free(c);
+}
+
+void cvm_api_attest_vm(cvm_http_req *req, void *ud) {
+        cvmd *d = ud;
+        cvm_vm *vm = find_vm(req, d);
+        if (!vm)
+                return;
+        uint8_t nonce[64];
+        cvm_error err = {0};
+        vm_attest_ctx *c = calloc(1, sizeof(*c));
+        int r = c ? cvm_api_parse_nonce(req, nonce, &err) : cvm_error_set(&err, -ENOMEM, "oom");
+        if (r >= 0) {
+                c->req = req;
+                r = d->host->ops->attest(d->host, vm, nonce, on_vm_attested, c, &err);
+        }
+        if (r < 0) {
+                free(c);
+                cvm_http_reply_cvm_error(req, &err);
+                return;
+        }
+        cvm_http_req_set_cancel(req, vm_attest_cancelled, &c->req);
 }

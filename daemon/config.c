@@ -9,8 +9,8 @@
 #include "json.h"
 
 /* Sections owned by other modules: kept as JSON and validated by them. */
-static const char *const module_sections[] = {"image", "psp",       "sim",  "libvirt",
-                                              "pool",  "functions", "auth", NULL};
+static const char *const module_sections[] = {"image",     "psp",  "sim",    "libvirt", "pool",
+                                              "functions", "auth", "policy", NULL};
 
 static char *first_dir(const char *env) {
         /* systemd passes colon-separated lists; the first entry is ours. */

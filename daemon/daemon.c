@@ -73,6 +73,19 @@ static void on_vm_died(cvm_vm *vm, const cvm_error *why, void *userdata) {
 }
 
 static const char *const auth_fields[] = {"tokens_file", NULL};
+static const char *const policy_fields[] = {"allow_debug", NULL};
+
+/* The "policy" section: what guests the operator allows to be launched. */
+static int launch_policy(const cvm_config *cfg, bool *allow_debug, cvm_error *err) {
+        json_t *policy = json_object_get(cfg->sections, "policy");
+        int r;
+        *allow_debug = false;
+        if (policy &&
+            ((r = cvm_json_check_fields(policy, "policy", policy_fields, err)) < 0 ||
+             (r = cvm_json_get_bool(policy, "policy", "allow_debug", false, allow_debug, err)) < 0))
+                return r;
+        return 0;
+}
 
 /* The "auth" section: the tokens file (hashes of tenants' API tokens). The
  * default location may be missing (no tenants); a configured one may not. */
@@ -164,6 +177,9 @@ int cvmd_check_sections(const cvm_config *cfg, cvm_error *err) {
         if (r >= 0)
                 r = functions_deps(cfg, &fd, err);
         cvm_tenants *t = NULL;
+        bool allow_debug;
+        if (r >= 0)
+                r = launch_policy(cfg, &allow_debug, err);
         if (r >= 0)
                 r = load_tenants(cfg, &t, err);
         cvm_tenants_free(t);
@@ -288,8 +304,12 @@ int cvmd_start(cvmd *d, cvm_config *cfg, cvm_error *err) {
         fd.vms = d->vms;
         fd.images = d->images;
         fd.sched = d->sched;
+        fd.host = d->host;
         fd.limits.image_defaults = &d->image_defaults;
         fd.limits.check_executable = d->host_runs_handlers;
+        if ((r = launch_policy(&d->cfg, &d->allow_debug, err)) < 0)
+                return cvm_error_prefix(err, "config: ");
+        fd.limits.allow_debug = d->allow_debug;
         if (!fd.budget.vms)
                 fd.budget.vms = d->host->ops->asids_available(d->host);
         if ((r = cvm_functions_new(&fd, &d->functions, err)) < 0 ||

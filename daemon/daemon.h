@@ -30,6 +30,7 @@ typedef struct cvmd {
         cvm_host *host;
         cvm_sched *sched;
         bool host_runs_handlers; /* Handlers run on this machine: check they exist. */
+        bool allow_debug;        /* policy.allow_debug: debuggable guests may be launched. */
         cvm_vms *vms;
         struct cvm_functions *functions;
         struct cvm_tenants *tenants; /* API tokens of the TCP listeners. */

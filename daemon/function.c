@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "cleanup.h"
+#include "guest_policy.h"
 #include "http.h"
 #include "json.h"
 #include "log.h"
@@ -199,6 +200,8 @@ int cvm_fn_spec_parse(json_t *obj, const cvm_fn_limits *lim, cvm_fn_spec *ret, c
                 r = parse_pool(pool, &s, err);
         if (r >= 0)
                 r = cvm_image_spec_parse(image, lim->image_defaults, "image", &s.image, err);
+        if (r >= 0 && (r = cvm_guest_policy_check(s.image.guest_policy, lim->allow_debug, err)) < 0)
+                cvm_error_prefix(err, "image.guest_policy: ");
         if (r >= 0)
                 r = cvm_handler_spec_parse(handler, "handler", lim->check_executable, &s.handler,
                                            err);
@@ -1140,6 +1143,80 @@ void cvm_invocation_forget(cvm_invocation *inv) {
                 return;
         }
         inv->forgotten = true;
+}
+
+/* Attestations. */
+
+struct cvm_fn_attest {
+        cvm_functions *fns;
+        uint8_t nonce[64];
+        cvm_fn_attest_cb cb;
+        void *userdata;
+        cvm_pool_waiter *waiter;
+        cvm_pool_vm *pvm;
+        bool forgotten;
+};
+
+static void on_fn_attested(cvm_vm *vm, const cvm_host_attestation *att, const cvm_error *err,
+                           void *ud) {
+        cvm_fn_attest *a = ud;
+        /* The VM is free again before the answer goes out. */
+        cvm_pool_release(a->pvm);
+        if (!a->forgotten)
+                a->cb(vm, att, err, a->userdata);
+        free(a);
+}
+
+static int fn_attest_on(cvm_fn_attest *a, cvm_pool_vm *pvm, cvm_error *err) {
+        cvm_host *host = a->fns->d.host;
+        a->pvm = pvm;
+        int r = host->ops->attest(host, cvm_pool_vm_handle(pvm), a->nonce, on_fn_attested, a, err);
+        if (r < 0)
+                cvm_pool_release(pvm);
+        return r;
+}
+
+static void on_attest_grant(cvm_pool_waiter *w, const cvm_pool_grant *g, void *ud) {
+        (void)w;
+        cvm_fn_attest *a = ud;
+        a->waiter = NULL;
+        cvm_error err = {0};
+        if (!g->vm || fn_attest_on(a, g->vm, &err) < 0) {
+                if (!a->forgotten)
+                        a->cb(g->vm ? cvm_pool_vm_handle(g->vm) : NULL, NULL, g->vm ? &err : g->err,
+                              a->userdata);
+                free(a);
+        }
+}
+
+int cvm_function_attest(cvm_function *fn, const uint8_t nonce[64], cvm_fn_attest_cb cb,
+                        void *userdata, cvm_fn_attest **ret, cvm_error *err) {
+        cvm_fn_attest *a = calloc(1, sizeof(*a));
+        if (!a)
+                return cvm_error_set(err, -ENOMEM, "out of memory");
+        *a = (cvm_fn_attest){.fns = fn->fns, .cb = cb, .userdata = userdata};
+        memcpy(a->nonce, nonce, sizeof(a->nonce));
+        cvm_pool_vm *pvm = NULL;
+        int r = cvm_pool_acquire(fn->gen->pool, on_attest_grant, a, &pvm, &a->waiter, err);
+        if (r == 1)
+                r = fn_attest_on(a, pvm, err);
+        if (r < 0) {
+                free(a);
+                return r;
+        }
+        *ret = a;
+        return 0;
+}
+
+void cvm_fn_attest_forget(cvm_fn_attest *a) {
+        if (!a)
+                return;
+        if (a->waiter) {
+                cvm_pool_cancel(a->waiter);
+                free(a);
+                return;
+        }
+        a->forgotten = true;
 }
 
 /* Lifecycle. */

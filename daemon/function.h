@@ -35,6 +35,7 @@ typedef struct cvm_fn_limits {
         bool check_executable;      /* Handlers run on this machine (sim). */
         uint64_t max_request_bytes; /* The HTTP body limit. */
         uint64_t max_response_bytes;
+        bool allow_debug; /* policy.allow_debug: debuggable guests may be launched. */
 } cvm_fn_limits;
 
 int cvm_function_name_check(const char *name, cvm_error *err);
@@ -52,6 +53,7 @@ typedef struct cvm_functions_deps {
         cvm_vms *vms;
         cvm_image_cache *images;
         cvm_sched *sched; /* For admission: when would a new launch start. */
+        cvm_host *host;   /* For attestations. */
         cvm_fn_limits limits;
         cvm_pool_budget budget;
         uint32_t max_functions;
@@ -132,6 +134,16 @@ const char *cvm_invocation_id(const cvm_invocation *inv);
  * msg receives the message the result points to. */
 void cvm_inv_result_from_outcome(const cvm_vm_outcome *out, uint32_t timeout_ms, cvm_inv_result *r,
                                  char *msg, size_t msg_size);
+
+/* An attestation of one of the function's VMs: a ready one, or one launched
+ * for it (it waits like an invocation). cb runs once, later. */
+typedef void (*cvm_fn_attest_cb)(cvm_vm *vm, const cvm_host_attestation *a, const cvm_error *err,
+                                 void *userdata);
+typedef struct cvm_fn_attest cvm_fn_attest;
+int cvm_function_attest(cvm_function *fn, const uint8_t nonce[64], cvm_fn_attest_cb cb,
+                        void *userdata, cvm_fn_attest **ret, cvm_error *err);
+/* The caller stops listening; a waiting request is withdrawn. */
+void cvm_fn_attest_forget(cvm_fn_attest *a);
 
 /* Async results: GET /v1/invocations/{id}. NULL when unknown or expired. */
 json_t *cvm_functions_async_result(cvm_functions *fns, const char *id, const char *tenant);

@@ -36,6 +36,19 @@ typedef void (*cvm_host_step_cb)(cvm_vm *vm, const cvm_host_step *step);
 typedef void (*cvm_host_invoke_cb)(cvm_vm *vm, const cvm_agent_result *result, const cvm_error *err,
                                    void *userdata);
 
+/* An attestation as the host relays it to the client, who verifies it. */
+typedef struct cvm_host_attestation {
+        const uint8_t *report; /* ATTESTATION_REPORT, signed by the VCEK. */
+        size_t report_len;
+        const uint8_t *public_key; /* The VM's own key (DER SPKI), bound in REPORT_DATA. */
+        size_t public_key_len;
+        const char *cert_chain_pem; /* VCEK, ASK, ARK. */
+} cvm_host_attestation;
+
+/* One call per accepted request, with the attestation or an error. */
+typedef void (*cvm_host_attest_cb)(cvm_vm *vm, const cvm_host_attestation *a, const cvm_error *err,
+                                   void *userdata);
+
 typedef struct cvm_host_ops {
         const char *name;
         int (*prepare)(cvm_host *host, cvm_vm *vm, cvm_host_step_cb cb, cvm_error *err);
@@ -44,6 +57,9 @@ typedef struct cvm_host_ops {
         int (*invoke)(cvm_host *host, cvm_vm *vm, uint64_t id, uint32_t timeout_ms,
                       const void *body, size_t len, cvm_host_invoke_cb cb, void *userdata,
                       cvm_error *err);
+        /* An attestation report of a ready VM binding the client's 64-byte nonce. */
+        int (*attest)(cvm_host *host, cvm_vm *vm, const uint8_t nonce[64], cvm_host_attest_cb cb,
+                      void *userdata, cvm_error *err);
         /* Stops the VM in any state and releases everything; cb always runs
          * (later, on the loop), after which the host holds nothing of the VM. */
         void (*teardown)(cvm_host *host, cvm_vm *vm, cvm_host_step_cb cb);

@@ -19,8 +19,11 @@
 #include "cleanup.h"
 #include "json.h"
 #include "log.h"
+#include "amd_certs.h"
 #include "psp_sched.h"
 #include "psp_sim.h"
+#include "snp_report.h"
+#include <openssl/rand.h>
 #include "vm.h"
 
 #define SIM_HELLO_TIMEOUT_MS 10000
@@ -51,6 +54,8 @@ typedef struct sim_vm {
         char *workdir;
         cvm_agent_client *agent;
         struct sim_invoke *invokes; /* Accepted and not answered yet. */
+        struct sim_attest *attests; /* Likewise for attestations. */
+        uint8_t report_id[CVM_SNP_REPORT_ID_SIZE];
         bool ready;
         bool tearing_down;
         cvm_host_step_cb teardown_cb;
@@ -68,7 +73,14 @@ struct sim_host {
         uv_signal_t sigchld;
         pid_t *pids; /* Children not reaped yet. */
         struct sim_release *releases;
-        uint64_t decommission_ns;
+        struct sim_attest *chain_waiters;
+        struct chain_work *chain_work;
+        uint64_t decommission_ns, guest_request_ns;
+        char *amd_dir;        /* The simulated ARK, ASK and VCEK live here. */
+        cvm_amd_chain *chain; /* Opened at the first attestation, off the loop. */
+        char *chain_pem;      /* VCEK, ASK, ARK as PEM, relayed with every report. */
+        bool chain_opening;
+        cvm_error chain_error; /* Why the chain could not be opened, if it could not. */
         size_t n_pids, cap_pids;
 };
 
@@ -488,6 +500,333 @@ static int sim_invoke_fn(cvm_host *host, cvm_vm *vm, uint64_t id, uint32_t timeo
         return 0;
 }
 
+/* Attestation: the agent binds its key and the client's nonce into
+ * REPORT_DATA; the simulated PSP then takes a GUEST_REQUEST turn (scheduled
+ * below demand launches) and signs a report with the simulated VCEK. */
+
+typedef enum attest_stage {
+        ATTEST_AGENT, /* Waiting for the agent's key and REPORT_DATA. */
+        ATTEST_CHAIN, /* Waiting for the chain to be opened. */
+        ATTEST_SCHED, /* Waiting for its turn on the PSP. */
+        ATTEST_PSP,   /* The GUEST_REQUEST is on the PSP. */
+} attest_stage;
+
+typedef struct sim_attest {
+        sim_vm *sv; /* NULL once the VM is gone: the next stage frees it. */
+        attest_stage stage;
+        cvm_host_attest_cb cb;
+        void *userdata;
+        uint8_t report_data[CVM_SNP_REPORT_DATA_SIZE];
+        uint8_t *public_key;
+        size_t public_key_len;
+        cvm_sched_job *job;
+        struct sim_attest *prev, *next; /* In sv->attests, or sh->chain_waiters. */
+} sim_attest;
+
+static void attest_unlink(sim_attest *a, sim_attest **head) {
+        if (a->prev)
+                a->prev->next = a->next;
+        else
+                *head = a->next;
+        if (a->next)
+                a->next->prev = a->prev;
+        a->prev = a->next = NULL;
+}
+
+static void attest_free(sim_attest *a) {
+        free(a->public_key);
+        free(a);
+}
+
+/* Ends an attestation with an error, once; a is freed. */
+static void attest_fail(sim_attest *a, const cvm_error *err) {
+        sim_vm *sv = a->sv;
+        if (sv)
+                attest_unlink(a, &sv->attests);
+        if (sv && a->cb)
+                a->cb(sv->vm, NULL, err, a->userdata);
+        attest_free(a);
+}
+
+static void attest_sign(sim_attest *a) {
+        sim_vm *sv = a->sv;
+        sim_host *sh = sv->sh;
+        cvm_vm *vm = sv->vm;
+        const cvm_vcek_info *vi = &sh->chain->vcek_info;
+        uint64_t tcb = cvm_snp_tcb_encode(&vi->tcb);
+        cvm_snp_report r = {
+                .version = 2,
+                .policy = vm->image->spec.guest_policy,
+                .vmpl = 0,
+                .signature_algo = CVM_SNP_SIG_ALGO_ECDSA_P384_SHA384,
+                .current_tcb = tcb,
+                .platform_info = CVM_SNP_PLATFORM_SMT_EN,
+                .reported_tcb = tcb,
+                .committed_tcb = tcb,
+                .launch_tcb = tcb,
+                /* The firmware version the simulated PSP claims: SNP 1.55, build 21. */
+                .current_major = 1,
+                .current_minor = 55,
+                .current_build = 21,
+                .committed_major = 1,
+                .committed_minor = 55,
+                .committed_build = 21,
+        };
+        memcpy(r.report_data, a->report_data, sizeof(r.report_data));
+        memcpy(r.measurement, vm->image->digest, sizeof(r.measurement));
+        memcpy(r.report_id, sv->report_id, sizeof(r.report_id));
+        /* No migration agent: REPORT_ID_MA is all ones. */
+        memset(r.report_id_ma, 0xff, sizeof(r.report_id_ma));
+        memcpy(r.chip_id, vi->hwid, sizeof(r.chip_id));
+        uint8_t report[CVM_SNP_REPORT_SIZE];
+        cvm_error err = {0};
+        if (cvm_snp_report_encode(&r, report, &err) < 0 ||
+            cvm_snp_report_sign(report, sh->chain->vcek_key, &err) < 0) {
+                attest_fail(a, &err);
+                return;
+        }
+        attest_unlink(a, &sv->attests);
+        cvm_host_attestation out = {.report = report,
+                                    .report_len = sizeof(report),
+                                    .public_key = a->public_key,
+                                    .public_key_len = a->public_key_len,
+                                    .cert_chain_pem = sh->chain_pem};
+        a->cb(vm, &out, NULL, a->userdata);
+        attest_free(a);
+}
+
+static void on_guest_request(const cvm_psp_completion *c, void *ud) {
+        sim_attest *a = ud;
+        cvm_sched_done(a->job, c->service_ns);
+        a->job = NULL;
+        if (!a->sv) {
+                attest_free(a);
+                return;
+        }
+        if (c->result < 0) {
+                attest_fail(a, c->err);
+                return;
+        }
+        attest_sign(a);
+}
+
+static void on_attest_turn(cvm_sched_job *job, void *ud) {
+        (void)job;
+        sim_attest *a = ud;
+        cvm_error err = {0};
+        a->stage = ATTEST_PSP;
+        if (cvm_psp_sim_attest(a->sv->sh->psp, a->sv->asid, a->sv->vm->id, on_guest_request, a,
+                               &err) < 0) {
+                cvm_sched_done(a->job, 0);
+                a->job = NULL;
+                attest_fail(a, &err);
+        }
+}
+
+static void attest_schedule(sim_attest *a) {
+        sim_host *sh = a->sv->sh;
+        cvm_error err = {0};
+        a->stage = ATTEST_SCHED;
+        if (!sh->base.sched) {
+                on_attest_turn(NULL, a);
+                return;
+        }
+        if (cvm_sched_submit(sh->base.sched, CVM_SCHED_ATTEST, sh->guest_request_ns, a->sv->vm->id,
+                             on_attest_turn, a, &a->job, &err) < 0)
+                attest_fail(a, &err);
+}
+
+typedef struct chain_work {
+        uv_work_t req;
+        sim_host *sh;
+        char *dir;
+        cvm_amd_chain *chain;
+        char *pem;
+        cvm_error err;
+        int result;
+} chain_work;
+
+/* Off the loop: generating two RSA-4096 keys takes seconds. */
+static void chain_run(uv_work_t *req) {
+        chain_work *w = req->data;
+        cvm_amd_sim_params p = {.tcb = {.bootloader = 3, .tee = 0, .snp = 8, .microcode = 115}};
+        bool created = false;
+        w->result = cvm_amd_sim_chain_open(w->dir, &p, &w->chain, &created, &w->err);
+        X509 *certs[3] = {w->chain ? w->chain->vcek : NULL, w->chain ? w->chain->ask : NULL,
+                          w->chain ? w->chain->ark : NULL};
+        size_t total = 0;
+        for (int i = 0; i < 3 && w->result >= 0; i++) {
+                char *pem = NULL;
+                size_t len = 0;
+                w->result = cvm_amd_cert_pem(certs[i], &pem, &len, &w->err);
+                if (w->result < 0)
+                        break;
+                char *grown = realloc(w->pem, total + len + 1);
+                if (!grown) {
+                        free(pem);
+                        w->result = cvm_error_set(&w->err, -ENOMEM, "out of memory");
+                        break;
+                }
+                w->pem = grown;
+                memcpy(w->pem + total, pem, len);
+                total += len;
+                w->pem[total] = '\0';
+                free(pem);
+        }
+        if (w->result >= 0 && created)
+                log_info("sim: created a simulated AMD certificate chain in %s", CVM_QUOTE(w->dir));
+}
+
+static void chain_done(uv_work_t *req, int status) {
+        (void)status;
+        chain_work *w = req->data;
+        sim_host *sh = w->sh;
+        if (!sh) {
+                /* The host went away meanwhile. */
+                cvm_amd_chain_free(w->chain);
+        } else {
+                sh->chain_opening = false;
+                sh->chain_work = NULL;
+                if (w->result < 0) {
+                        sh->chain_error = w->err;
+                        cvm_amd_chain_free(w->chain);
+                } else {
+                        sh->chain = w->chain;
+                        sh->chain_pem = CVM_TAKE_PTR(w->pem);
+                }
+                /* Every attestation waiting for the chain goes on (or fails). */
+                while (sh->chain_waiters) {
+                        sim_attest *a = sh->chain_waiters;
+                        attest_unlink(a, &sh->chain_waiters);
+                        if (!a->sv)
+                                attest_free(a);
+                        else if (!sh->chain)
+                                attest_fail(a, &sh->chain_error);
+                        else {
+                                a->next = a->sv->attests;
+                                if (a->sv->attests)
+                                        a->sv->attests->prev = a;
+                                a->sv->attests = a;
+                                attest_schedule(a);
+                        }
+                }
+        }
+        free(w->pem);
+        free(w->dir);
+        free(w);
+}
+
+static void attest_need_chain(sim_attest *a) {
+        sim_host *sh = a->sv->sh;
+        if (sh->chain) {
+                attest_schedule(a);
+                return;
+        }
+        if (sh->chain_error.code) {
+                attest_fail(a, &sh->chain_error);
+                return;
+        }
+        /* Park it with the chain's waiters until the chain is open. */
+        attest_unlink(a, &a->sv->attests);
+        a->stage = ATTEST_CHAIN;
+        a->next = sh->chain_waiters;
+        if (sh->chain_waiters)
+                sh->chain_waiters->prev = a;
+        sh->chain_waiters = a;
+        if (sh->chain_opening)
+                return;
+        chain_work *w = calloc(1, sizeof(*w));
+        cvm_error err = {0};
+        if (!w || !(w->dir = strdup(sh->amd_dir))) {
+                free(w);
+                cvm_error_set(&err, -ENOMEM, "out of memory");
+                sh->chain_error = err;
+                chain_done(&(uv_work_t){.data = NULL}, 0);
+                return;
+        }
+        w->req.data = w;
+        w->sh = sh;
+        sh->chain_opening = true;
+        sh->chain_work = w;
+        int r = uv_queue_work(sh->loop, &w->req, chain_run, chain_done);
+        if (r < 0) {
+                w->result = cvm_error_set(&w->err, r, "cannot open the chain: %s", uv_strerror(r));
+                chain_done(&w->req, 0);
+        }
+}
+
+static void on_agent_attest(cvm_agent_client *c, const cvm_agent_attest_result *res,
+                            const cvm_error *err, void *ud) {
+        (void)c;
+        sim_attest *a = ud;
+        if (!res) {
+                attest_fail(a, err);
+                return;
+        }
+        a->public_key = malloc(res->public_key_len);
+        if (!a->public_key) {
+                cvm_error e;
+                cvm_error_set(&e, -ENOMEM, "out of memory");
+                attest_fail(a, &e);
+                return;
+        }
+        memcpy(a->public_key, res->public_key, res->public_key_len);
+        a->public_key_len = res->public_key_len;
+        memcpy(a->report_data, res->report_data, sizeof(a->report_data));
+        attest_need_chain(a);
+}
+
+static int sim_attest_fn(cvm_host *host, cvm_vm *vm, const uint8_t nonce[64], cvm_host_attest_cb cb,
+                         void *userdata, cvm_error *err) {
+        (void)host;
+        sim_vm *sv = vm->host_data;
+        if (!sv || !sv->agent || !sv->ready)
+                return cvm_error_set(err, -EBUSY, "vm %s is not ready", vm->id);
+        sim_attest *a = calloc(1, sizeof(*a));
+        if (!a)
+                return cvm_error_set(err, -ENOMEM, "out of memory");
+        *a = (sim_attest){.sv = sv, .stage = ATTEST_AGENT, .cb = cb, .userdata = userdata};
+        int r = cvm_agent_client_attest(sv->agent, nonce, on_agent_attest, a, err);
+        if (r < 0) {
+                free(a);
+                return r;
+        }
+        a->next = sv->attests;
+        if (sv->attests)
+                sv->attests->prev = a;
+        sv->attests = a;
+        return 0;
+}
+
+/* The VM is going: every pending attestation is answered now; parts still
+ * on the scheduler or the PSP free themselves when they come back. */
+static void attests_cancel(sim_vm *sv) {
+        cvm_error e;
+        cvm_error_set(&e, -ECANCELED, "vm %s was stopped during the attestation", sv->vm->id);
+        while (sv->attests) {
+                sim_attest *a = sv->attests;
+                attest_unlink(a, &sv->attests);
+                if (a->cb)
+                        a->cb(sv->vm, NULL, &e, a->userdata);
+                a->sv = NULL;
+                if (a->stage == ATTEST_SCHED) {
+                        cvm_sched_cancel(a->job);
+                        attest_free(a);
+                } else if (a->stage == ATTEST_AGENT) {
+                        /* The agent client is freed with the VM: no answer will come. */
+                        attest_free(a);
+                }
+                /* ATTEST_PSP: on_guest_request frees it. */
+        }
+        /* Waiters for the chain that belong to this VM are detached too. */
+        for (sim_attest *a = sv->sh->chain_waiters; a; a = a->next)
+                if (a->sv == sv) {
+                        if (a->cb)
+                                a->cb(sv->vm, NULL, &e, a->userdata);
+                        a->sv = NULL;
+                }
+}
+
 /* Teardown: stop the VM's processes, give its ASID back to the PSP, remove
  * its working directory (off the loop), then report. */
 
@@ -625,7 +964,9 @@ static void release_asid(sim_host *sh, uint32_t asid, const char *owner) {
 }
 
 static void kill_processes(sim_vm *sv) {
-        /* Every accepted invocation gets its one answer, even when the VM is stopped. */
+        /* Every accepted invocation and attestation gets its one answer, even
+         * when the VM is stopped. */
+        attests_cancel(sv);
         cvm_agent_client_free(sv->agent);
         sv->agent = NULL;
         if (sv->invokes) {
@@ -738,6 +1079,18 @@ static void sim_free(cvm_host *host) {
         for (size_t i = 0; i < sh->n_pids; i++)
                 waitpid(sh->pids[i], NULL, WNOHANG);
         uv_close((uv_handle_t *)&sh->sigchld, sigchld_closed);
+        /* Attestations waiting for the chain are dropped (daemon exit: no callbacks);
+         * a chain still being opened finishes on its own. */
+        while (sh->chain_waiters) {
+                sim_attest *a = sh->chain_waiters;
+                attest_unlink(a, &sh->chain_waiters);
+                attest_free(a);
+        }
+        if (sh->chain_work)
+                sh->chain_work->sh = NULL;
+        cvm_amd_chain_free(sh->chain);
+        free(sh->chain_pem);
+        free(sh->amd_dir);
         while (sh->releases) {
                 cvm_sched_cancel(sh->releases->job);
                 release_free(sh->releases);
@@ -757,6 +1110,7 @@ static const cvm_host_ops sim_ops = {
         .invoke = sim_invoke_fn,
         .teardown = sim_teardown,
         .vm_json = sim_vm_json,
+        .attest = sim_attest_fn,
         .psp_json = sim_psp_json,
         .asids_available = sim_asids_available,
         .free = sim_free,
@@ -797,6 +1151,11 @@ int cvm_sim_host_new(uv_loop_t *loop, cvm_clock *clock, json_t *sim, json_t *psp
         if (r >= 0)
                 r = cvm_psp_sim_new(clock, &cfg.psp, &sh->psp, err);
         sh->decommission_ns = cfg.psp.costs.decommission_ns;
+        sh->guest_request_ns = cfg.psp.costs.guest_request_ns;
+        if (r >= 0 && asprintf(&sh->amd_dir, "%s/sim-amd", state_dir) < 0) {
+                sh->amd_dir = NULL;
+                r = cvm_error_set(err, -ENOMEM, "out of memory");
+        }
         if (r < 0) {
                 cvm_psp_sim_free(sh->psp);
                 sim_config_done(&sh->cfg);
