@@ -285,6 +285,8 @@ static int run(cvmctl *ctl, int argc, char **argv) {
                 {"vcek", required_argument, NULL, 'V'},
                 {"chain", required_argument, NULL, 'c'},
                 {"report-data", required_argument, NULL, 'd'},
+                /* Optional marker before the image flags, as in the docs' examples. */
+                {"expect-image", no_argument, NULL, 'E'},
                 {"help", no_argument, NULL, 'h'},
                 {0},
         };
@@ -308,6 +310,7 @@ static int run(cvmctl *ctl, int argc, char **argv) {
                 case 'V': o.vcek = optarg; break;
                 case 'c': o.chain = optarg; break;
                 case 'd': o.report_data_hex = optarg; break;
+                case 'E': break;
                 case 'h':
                         printf("Usage: cvmctl %s\n%s\n", cvmctl_cmd_attest.usage,
                                cvmctl_cmd_attest.summary);
@@ -330,8 +333,9 @@ static int run(cvmctl *ctl, int argc, char **argv) {
 const cvmctl_command cvmctl_cmd_attest = {
         .name = "attest",
         .summary = "verify that a function runs in a genuine SEV-SNP VM of the expected image",
-        .usage = "attest FUNCTION (--expect-measurement HEX | --firmware FILE [--kernel FILE]\n"
-                 "           [--initrd FILE] [--append CMDLINE] [--vcpus N] [--vcpu-type T]\n"
+        .usage = "attest FUNCTION (--expect-measurement HEX | [--expect-image] --firmware FILE\n"
+                 "           [--kernel FILE] [--initrd FILE] [--append CMDLINE] [--vcpus N]\n"
+                 "           [--vcpu-type T]"
                  "           [--guest-features HEX]) --ark FILE [--policy FILE] [--json]\n"
                  "       cvmctl attest --vm ID (--expect-measurement HEX | ...) --ark FILE\n"
                  "       cvmctl attest verify --report FILE --vcek FILE --chain FILE [--ark FILE]\n"
