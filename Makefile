@@ -28,10 +28,10 @@ CLANG_FORMAT ?= clang-format
 # Debian packages the build and the tests need; `make deps` installs those missing.
 DEB_PACKAGES := gcc make pkg-config libuv1-dev libmicrohttpd-dev libsqlite3-dev libjansson-dev \
 	libsystemd-dev libssl-dev libcurl4-openssl-dev libcmocka-dev sqlite3 curl systemd util-linux \
-	python3 \
-	ovmf
+	python3 ovmf \
+	libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 busybox-static cpio
 
-PKGS_DAEMON := libuv libmicrohttpd sqlite3 jansson libsystemd libcrypto
+PKGS_DAEMON := libuv libmicrohttpd sqlite3 jansson libsystemd libcrypto libvirt
 PKGS_CTL := libcurl jansson libcrypto
 PKGS_AGENT := libuv jansson libcrypto
 PKGS_TEST := cmocka $(sort $(PKGS_DAEMON) $(PKGS_CTL))
@@ -209,5 +209,9 @@ format-check:
 
 clean:
 	rm -rf $(BUILD)
+
+# The guest image for real VMs (the libvirt host): a static init and agent,
+# and an initrd. See firmware/guest.mk.
+-include firmware/guest.mk
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the benchmarks: api-rtt and psp-burst against daemons started here on
 # temporary state directories (once with psp.schedule "none", once with
-# "cvmd"), then the trace replays on a virtual clock. Figures go to stdout.
+# "cvmd"), warm-overhead and scale against fresh daemons, then the trace
+# replays on a virtual clock. Figures go to stdout.
 # Usage: tests/bench/run.sh BUILD_DIR
 set -eu -o pipefail
 build=${1:-build}
@@ -30,16 +31,18 @@ fail() {
 # verifier (~13 KB): ~30 ms of PSP time per VM.
 head -c 16384 /dev/zero >"$tmp/fw16k.bin"
 
-start_daemon() { # SCHEDULE
+start_daemon() { # SCHEDULE [ASIDS [SIM_MEMORY_LIMIT [POOL_VMS]]]
         stop_daemon
         rm -rf "$tmp/state"
         mkdir -p "$tmp/state"
+        local pool=
+        [ -n "${4:-}" ] && pool=", \"pool\": {\"vms\": $4}"
         cat >"$tmp/cfg.json" <<JSON
 {
   "log_level": "warn",
   "image": {"firmware": "$tmp/fw16k.bin", "firmware_boot_ms": 0, "kernel_boot_ms": 0},
-  "sim": {"agent": "$root/$build/cvm-agent"},
-  "psp": {"schedule": "$1", "asids": 509}
+  "sim": {"agent": "$root/$build/cvm-agent", "memory_limit": ${3:-true}},
+  "psp": {"schedule": "$1", "asids": ${2:-509}}$pool
 }
 JSON
         "$root/$build/cvmd" --config "$tmp/cfg.json" --state-dir "$tmp/state" \
@@ -84,6 +87,22 @@ echo
 printf '## N = 50, 16 KiB firmware: mean %s ms (none) vs %s ms (cvmd): ratio %s; last %s vs %s ms\n' \
         "$none_mean" "$cvmd_mean" "$(awk -v a="$cvmd_mean" -v b="$none_mean" 'BEGIN { printf "%.3f", a / b }')" \
         "$none_max" "$cvmd_max"
+
+# The daemon's overhead on a warm invocation: a no-op function on a warm pool
+# against the same agent driven directly (~35 s).
+start_daemon cvmd
+echo
+timeout 180 "$root/$build/bench/warm-overhead" "$tmp/cvmd.sock" --connections 4 --seconds 10 \
+        --agent "$root/$build/cvm-agent" --pid "$pid" || fail "warm-overhead failed"
+
+# Memory and warm latency at 1000 functions and 500 VMs (~35 s). VMs of 16 MiB
+# would not fit an address-space limit, so it is off; 1024 ASIDs and pool
+# slots leave room for all 500 VMs and the baseline's.
+start_daemon cvmd 1024 false 1024
+echo
+timeout 240 "$root/$build/bench/scale" "$tmp/cvmd.sock" --pid "$pid" --functions 1000 --vms 500 ||
+        fail "scale failed"
+stop_daemon
 
 echo
 traces=${CVM_TRACES:-$root/../shared/traces}

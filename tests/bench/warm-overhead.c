@@ -1,0 +1,749 @@
+/* warm-overhead: what the daemon adds to a warm invocation. Deploys a no-op
+ * function (handler /bin/true) with a warm pool, drives POST
+ * /v1/functions/{name}/invoke over keep-alive HTTP (libcurl multi, C
+ * connections on the Unix socket) for S seconds after a warm-up. The
+ * one-connection run alternates in rounds with as many invocations sent
+ * directly to a real cvm-agent on a socketpair (daemon/host/agent_client.h
+ * on a libuv loop, no daemon); the difference between these two sequential
+ * runs is the daemon's overhead. GET
+ * /v1/health in the same rounds gives the HTTP floor, and --pid the daemon's
+ * CPU per invocation. Usage: warm-overhead SOCKET [--connections C]
+ * [--seconds S] [--agent PATH] [--pid DAEMON_PID]. */
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "agent_client.h"
+#include "log.h"
+
+#define FN_NAME "warm-overhead-noop"
+#define HANDLER "/bin/true"
+#define MAX_CONNS 64
+#define MAX_SECONDS 600
+#define MAX_SAMPLES 10000000u
+#define MAX_BODY (1u << 20)
+/* Every wait is bounded so a stuck daemon or agent ends the run with an error. */
+#define READY_TIMEOUT_MS 30000
+#define REQUEST_TIMEOUT_S 30L
+#define AGENT_TIMEOUT_MS 10000
+#define WARMUP_REQUESTS 300
+#define POLL_MS 20
+/* The sequential runs alternate in this many rounds. */
+#define ROUNDS 10
+
+typedef struct buf {
+        char *data;
+        size_t len;
+} buf;
+
+/* Latencies and the daemon's view of each request, in ns. */
+typedef struct samples {
+        uint64_t *lat, *exec, *total;
+        size_t n, cap;
+        size_t warm, cold, connects;
+} samples;
+
+typedef struct conn {
+        CURL *h;
+        uint64_t started_ns;
+        bool warm, cold;
+        double exec_ms, total_ms;
+} conn;
+
+static const char *sock_path;
+static CURL *ctl; /* One keep-alive handle for the control requests. */
+
+static void die(const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        fputs("warm-overhead: ", stderr);
+        vfprintf(stderr, fmt, ap);
+        fputc('\n', stderr);
+        va_end(ap);
+        exit(1);
+}
+
+static uint64_t now_ns(void) {
+        struct timespec ts;
+        if (clock_gettime(CLOCK_MONOTONIC, &ts) < 0)
+                die("clock_gettime: %s", strerror(errno));
+        return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void sleep_ms(long ms) {
+        struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+                ;
+}
+
+/* Bodies are capped so a runaway answer cannot exhaust memory. */
+static size_t on_data(char *d, size_t s, size_t n, void *ud) {
+        buf *b = ud;
+        size_t len = s * n;
+        if (b->len + len > MAX_BODY)
+                return 0;
+        char *p = realloc(b->data, b->len + len + 1);
+        if (!p)
+                return 0;
+        memcpy(p + b->len, d, len);
+        b->len += len;
+        p[b->len] = '\0';
+        b->data = p;
+        return len;
+}
+
+static size_t discard(char *d, size_t s, size_t n, void *ud) {
+        (void)d;
+        (void)ud;
+        return s * n;
+}
+
+static void set_common(CURL *h, const char *method, const char *path) {
+        char url[256];
+        snprintf(url, sizeof(url), "http://cvmd%s", path);
+        if (curl_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, sock_path) != CURLE_OK ||
+            curl_easy_setopt(h, CURLOPT_URL, url) != CURLE_OK ||
+            curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method) != CURLE_OK ||
+            curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
+            curl_easy_setopt(h, CURLOPT_TIMEOUT, REQUEST_TIMEOUT_S) != CURLE_OK)
+                die("cannot set up a libcurl handle");
+}
+
+/* One control request on the keep-alive handle; returns the parsed body. */
+static json_t *request(const char *method, const char *path, const char *body, long *status) {
+        buf out = {0};
+        struct curl_slist *hdrs = NULL;
+        curl_easy_reset(ctl);
+        set_common(ctl, method, path);
+        if (curl_easy_setopt(ctl, CURLOPT_WRITEFUNCTION, on_data) != CURLE_OK ||
+            curl_easy_setopt(ctl, CURLOPT_WRITEDATA, &out) != CURLE_OK)
+                die("cannot set up a libcurl handle");
+        if (body) {
+                hdrs = curl_slist_append(NULL, "Content-Type: application/json");
+                if (!hdrs || curl_easy_setopt(ctl, CURLOPT_HTTPHEADER, hdrs) != CURLE_OK ||
+                    curl_easy_setopt(ctl, CURLOPT_POSTFIELDS, body) != CURLE_OK)
+                        die("cannot set up a libcurl handle");
+        }
+        CURLcode rc = curl_easy_perform(ctl);
+        curl_slist_free_all(hdrs);
+        if (rc != CURLE_OK)
+                die("%s %s: %s", method, path, curl_easy_strerror(rc));
+        if (curl_easy_getinfo(ctl, CURLINFO_RESPONSE_CODE, status) != CURLE_OK)
+                die("%s %s: no status", method, path);
+        json_error_t jerr;
+        json_t *j = out.data ? json_loads(out.data, 0, &jerr) : NULL;
+        if (!j)
+                die("%s %s: %ld with a body that is not JSON: %s", method, path, *status,
+                    out.data ? out.data : "(empty)");
+        free(out.data);
+        return j;
+}
+
+/* Deploys the no-op function with `warm` VMs kept ready and waits for them. */
+static void deploy(int warm) {
+        char body[256];
+        snprintf(body, sizeof(body),
+                 "{\"handler\": {\"exec\": [\"" HANDLER "\"]}, \"concurrency\": 1, "
+                 "\"pool\": {\"min_warm\": %d, \"max_vms\": %d, \"keep_alive_s\": 600}}",
+                 warm, warm);
+        long status;
+        json_decref(request("PUT", "/v1/functions/" FN_NAME, body, &status));
+        if (status != 200 && status != 201)
+                die("PUT /v1/functions/" FN_NAME " answered %ld", status);
+        uint64_t deadline = now_ns() + (uint64_t)READY_TIMEOUT_MS * 1000000u;
+        for (;;) {
+                json_t *fn = request("GET", "/v1/functions/" FN_NAME, NULL, &status);
+                json_int_t ready = -1;
+                if (status != 200 || json_unpack(fn, "{s:{s:I}}", "pool", "ready", &ready) < 0)
+                        die("GET /v1/functions/" FN_NAME " answered %ld without pool.ready",
+                            status);
+                json_decref(fn);
+                if (ready >= warm)
+                        return;
+                if (now_ns() > deadline)
+                        die("only %lld of %d VMs ready after %d ms", (long long)ready, warm,
+                            READY_TIMEOUT_MS);
+                sleep_ms(POLL_MS);
+        }
+}
+
+static void samples_push(samples *s, uint64_t lat, uint64_t exec, uint64_t total) {
+        if (s->n == s->cap) {
+                if (s->cap >= MAX_SAMPLES)
+                        die("more than %u samples", MAX_SAMPLES);
+                size_t cap = s->cap ? s->cap * 2 : 4096;
+                uint64_t *a = realloc(s->lat, cap * sizeof(*a));
+                if (!a)
+                        die("out of memory");
+                s->lat = a;
+                if (!(a = realloc(s->exec, cap * sizeof(*a))))
+                        die("out of memory");
+                s->exec = a;
+                if (!(a = realloc(s->total, cap * sizeof(*a))))
+                        die("out of memory");
+                s->total = a;
+                s->cap = cap;
+        }
+        s->lat[s->n] = lat;
+        s->exec[s->n] = exec;
+        s->total[s->n] = total;
+        s->n++;
+}
+
+static void samples_free(samples *s) {
+        free(s->lat);
+        free(s->exec);
+        free(s->total);
+        *s = (samples){0};
+}
+
+/* Picks Cvm-Start and the exec and total phases of Server-Timing. */
+static size_t on_header(char *d, size_t s, size_t n, void *ud) {
+        conn *c = ud;
+        size_t len = s * n;
+        char line[512];
+        size_t k = len < sizeof(line) - 1 ? len : sizeof(line) - 1;
+        memcpy(line, d, k);
+        line[k] = '\0';
+        if (strncasecmp(line, "Cvm-Start:", 10) == 0) {
+                c->warm = strstr(line + 10, "warm") != NULL;
+                c->cold = strstr(line + 10, "cold") != NULL;
+        } else if (strncasecmp(line, "Server-Timing:", 14) == 0) {
+                const char *e = strstr(line, "exec;dur="), *t = strstr(line, "total;dur=");
+                if (e)
+                        c->exec_ms = strtod(e + 9, NULL);
+                if (t)
+                        c->total_ms = strtod(t + 10, NULL);
+        }
+        return len;
+}
+
+static void conn_start(CURLM *m, conn *c) {
+        c->warm = c->cold = false;
+        c->exec_ms = c->total_ms = -1;
+        c->started_ns = now_ns();
+        if (curl_multi_add_handle(m, c->h) != CURLM_OK)
+                die("curl_multi_add_handle failed");
+}
+
+/* Keeps `nc` invocations in flight (one per connection) until `count`
+ * requests are done or `duration_ns` has passed; records into s if set. */
+static void drive(CURLM *m, conn *cs, int nc, size_t count, uint64_t duration_ns, samples *s) {
+        uint64_t start = now_ns();
+        uint64_t stop = duration_ns ? start + duration_ns : UINT64_MAX;
+        uint64_t hard = start + (duration_ns ? duration_ns : 0) +
+                        (uint64_t)(REQUEST_TIMEOUT_S + 30) * 1000000000u;
+        size_t started = 0;
+        for (int i = 0; i < nc; i++) {
+                conn_start(m, &cs[i]);
+                started++;
+        }
+        int running = nc;
+        while (running) {
+                CURLMcode mc = curl_multi_perform(m, &running);
+                if (mc != CURLM_OK)
+                        die("libcurl multi: %s", curl_multi_strerror(mc));
+                CURLMsg *msg;
+                int left;
+                while ((msg = curl_multi_info_read(m, &left))) {
+                        if (msg->msg != CURLMSG_DONE)
+                                continue;
+                        uint64_t t = now_ns();
+                        conn *c = NULL;
+                        long status = 0, connects = 0;
+                        if (curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&c) !=
+                                    CURLE_OK ||
+                            !c)
+                                die("a finished transfer without its connection");
+                        if (msg->data.result != CURLE_OK)
+                                die("invoke: %s", curl_easy_strerror(msg->data.result));
+                        if (curl_easy_getinfo(c->h, CURLINFO_RESPONSE_CODE, &status) != CURLE_OK ||
+                            curl_easy_getinfo(c->h, CURLINFO_NUM_CONNECTS, &connects) != CURLE_OK)
+                                die("invoke: no status");
+                        if (status != 200)
+                                die("invoke answered %ld, not 200", status);
+                        if (c->exec_ms < 0 || c->total_ms < 0)
+                                die("invoke: a 200 without Server-Timing exec and total");
+                        if (curl_multi_remove_handle(m, c->h) != CURLM_OK)
+                                die("curl_multi_remove_handle failed");
+                        if (s) {
+                                samples_push(s, t - c->started_ns, (uint64_t)(c->exec_ms * 1e6),
+                                             (uint64_t)(c->total_ms * 1e6));
+                                s->warm += c->warm;
+                                s->cold += c->cold;
+                                s->connects += (size_t)connects;
+                        }
+                        if (started < count && t < stop) {
+                                conn_start(m, c);
+                                started++;
+                                running++;
+                        }
+                }
+                if (now_ns() > hard)
+                        die("the run did not end within %llu s of its deadline",
+                            (unsigned long long)REQUEST_TIMEOUT_S + 30);
+                if (running && (mc = curl_multi_poll(m, NULL, 0, 1000, NULL)) != CURLM_OK)
+                        die("libcurl multi: %s", curl_multi_strerror(mc));
+        }
+}
+
+static int cmp_u64(const void *a, const void *b) {
+        uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+        return x < y ? -1 : x > y;
+}
+
+/* Nearest rank: the smallest value with at least p of the sample at or below it. */
+static double pct_us(const uint64_t *sorted, size_t n, double p) {
+        size_t rank = (size_t)ceil(p * (double)n);
+        return (double)sorted[rank ? rank - 1 : 0] / 1e3;
+}
+
+typedef struct summary {
+        double p50, p90, p99, max;
+} summary;
+
+static summary summarize(uint64_t *v, size_t n) {
+        qsort(v, n, sizeof(*v), cmp_u64);
+        return (summary){pct_us(v, n, 0.5), pct_us(v, n, 0.9), pct_us(v, n, 0.99),
+                         (double)v[n - 1] / 1e3};
+}
+
+static void print_row(const char *label, int nc, size_t n, double secs, summary r,
+                      const char *note) {
+        printf("  %-16s %5d %9zu %9.0f %9.1f %9.1f %9.1f %9.1f  %s\n", label, nc, n,
+               secs > 0 ? (double)n / secs : 0.0, r.p50, r.p90, r.p99, r.max, note);
+}
+
+/* C keep-alive connections to the daemon, each with one invocation in flight at most. */
+typedef struct client {
+        CURLM *m;
+        conn *cs;
+        int nc;
+} client;
+
+static client client_new(int nc) {
+        client cl = {.m = curl_multi_init(), .cs = calloc((size_t)nc, sizeof(conn)), .nc = nc};
+        if (!cl.m || !cl.cs)
+                die("out of memory");
+        for (int i = 0; i < nc; i++) {
+                CURL *h = curl_easy_init();
+                if (!h)
+                        die("curl_easy_init failed");
+                cl.cs[i].h = h;
+                set_common(h, "POST", "/v1/functions/" FN_NAME "/invoke");
+                /* An empty body: the handler ignores its stdin. */
+                if (curl_easy_setopt(h, CURLOPT_POSTFIELDS, "") != CURLE_OK ||
+                    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, 0L) != CURLE_OK ||
+                    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard) != CURLE_OK ||
+                    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header) != CURLE_OK ||
+                    curl_easy_setopt(h, CURLOPT_HEADERDATA, &cl.cs[i]) != CURLE_OK ||
+                    curl_easy_setopt(h, CURLOPT_PRIVATE, &cl.cs[i]) != CURLE_OK)
+                        die("cannot set up a libcurl handle");
+        }
+        /* The warm-up opens the connections and warms the daemon's and agents' caches. */
+        drive(cl.m, cl.cs, nc, WARMUP_REQUESTS, 0, NULL);
+        return cl;
+}
+
+static void client_free(client *cl) {
+        for (int i = 0; i < cl->nc; i++)
+                curl_easy_cleanup(cl->cs[i].h);
+        free(cl->cs);
+        curl_multi_cleanup(cl->m);
+}
+
+/* The direct run: a real cvm-agent on a socketpair, driven from this process. */
+typedef struct direct {
+        uv_loop_t loop;
+        uv_timer_t tick;
+        cvm_agent_client *client;
+        pid_t pid;
+        bool hello, closed, done;
+        int status;
+        uint64_t exec_us, next_id;
+} direct;
+
+static void d_hello(cvm_agent_client *c, const cvm_agent_hello *h, void *ud) {
+        (void)c;
+        (void)h;
+        ((direct *)ud)->hello = true;
+}
+
+static void d_closed(cvm_agent_client *c, const cvm_error *err, void *ud) {
+        direct *d = ud;
+        (void)c;
+        if (err->code != 0)
+                die("direct: the agent connection ended: %s", err->message);
+        d->closed = true;
+}
+
+static void d_result(cvm_agent_client *c, uint64_t id, const cvm_agent_result *r,
+                     const cvm_error *err, void *ud) {
+        direct *d = ud;
+        (void)c;
+        if (err)
+                die("direct invocation %llu: %s", (unsigned long long)id, err->message);
+        d->status = r->status;
+        d->exec_us = r->exec_us;
+        d->done = true;
+}
+
+static void on_tick(uv_timer_t *t) {
+        (void)t;
+}
+
+/* Runs the loop until *flag is set; the tick timer bounds each turn. */
+static void run_until(direct *d, const bool *flag, uint64_t timeout_ms, const char *what) {
+        uint64_t deadline = uv_hrtime() + timeout_ms * 1000000u;
+        while (!*flag) {
+                if (uv_hrtime() > deadline)
+                        die("direct: %s did not happen within %llu ms", what,
+                            (unsigned long long)timeout_ms);
+                uv_run(&d->loop, UV_RUN_ONCE);
+        }
+}
+
+/* Starts the agent as the sim host does (fd 3, stdin on /dev/null, same
+ * options), minus the session and memory limit, which cost nothing per call.
+ * Its log (a line per invocation) goes to /dev/null to keep the report readable. */
+static pid_t spawn_agent(const char *agent, int fd) {
+        char *argv[] = {(char *)agent,    "--fd",    "3",  "--concurrency", "1",
+                        "--max-response", "6291456", "--", HANDLER,         NULL};
+        char *envp[] = {"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", NULL};
+        pid_t pid = fork();
+        if (pid < 0)
+                die("fork: %s", strerror(errno));
+        if (pid == 0) {
+                int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+                if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0 ||
+                    dup2(fd, 3) < 0)
+                        _exit(126);
+                close_range(4, ~0U, 0);
+                execve(argv[0], argv, envp);
+                _exit(127);
+        }
+        return pid;
+}
+
+static void direct_invoke(direct *d, size_t n, samples *s) {
+        cvm_error err = {0};
+        for (size_t i = 0; i < n; i++) {
+                d->done = false;
+                uint64_t t = now_ns();
+                if (cvm_agent_client_invoke(d->client, ++d->next_id, 30000, NULL, 0, d_result, d,
+                                            &err) < 0)
+                        die("invoke: %s", err.message);
+                run_until(d, &d->done, AGENT_TIMEOUT_MS, "a RESULT");
+                uint64_t lat = now_ns() - t;
+                if (d->status != CVM_AGENT_STATUS_OK)
+                        die("direct invocation %llu: status %d", (unsigned long long)d->next_id,
+                            d->status);
+                if (s)
+                        samples_push(s, lat, d->exec_us * 1000u, lat);
+        }
+}
+
+static direct *direct_new(const char *agent) {
+        int fds[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0)
+                die("socketpair: %s", strerror(errno));
+        direct *d = calloc(1, sizeof(*d));
+        if (!d)
+                die("out of memory");
+        d->pid = spawn_agent(agent, fds[1]);
+        close(fds[1]);
+        int r = uv_loop_init(&d->loop);
+        if (r < 0)
+                die("uv_loop_init: %s", uv_strerror(r));
+        if ((r = uv_timer_init(&d->loop, &d->tick)) < 0 ||
+            (r = uv_timer_start(&d->tick, on_tick, 100, 100)) < 0)
+                die("uv timer: %s", uv_strerror(r));
+        /* No heartbeat: the daemon's one PING a second costs nothing measurable. */
+        cvm_agent_client_opts opts = {.heartbeat_interval_ms = 0};
+        cvm_agent_client_cbs cbs = {.on_hello = d_hello, .on_closed = d_closed};
+        cvm_error err = {0};
+        if (cvm_agent_client_new(&d->loop, fds[0], &opts, &cbs, d, &d->client, &err) < 0)
+                die("cvm_agent_client_new: %s", err.message);
+        run_until(d, &d->hello, AGENT_TIMEOUT_MS, "the agent's HELLO");
+        direct_invoke(d, WARMUP_REQUESTS, NULL);
+        return d;
+}
+
+static void direct_free(direct *d) {
+        cvm_error err = {0};
+        if (cvm_agent_client_shutdown(d->client, &err) < 0)
+                die("shutdown: %s", err.message);
+        run_until(d, &d->closed, AGENT_TIMEOUT_MS, "the agent's shutdown");
+        cvm_agent_client_free(d->client);
+        uv_close((uv_handle_t *)&d->tick, NULL);
+        uv_run(&d->loop, UV_RUN_DEFAULT);
+        if (uv_loop_close(&d->loop) < 0)
+                die("the direct loop still has handles");
+        /* The agent exits after its acknowledgement; a stuck one is killed. */
+        int wstatus;
+        pid_t r = 0;
+        for (int i = 0; i < 100 && (r = waitpid(d->pid, &wstatus, WNOHANG)) == 0; i++)
+                sleep_ms(20);
+        if (r == 0 && kill(d->pid, SIGKILL) == 0)
+                waitpid(d->pid, &wstatus, 0);
+        free(d);
+}
+
+/* CPU seconds (user + system) so far of a process (all threads), or of its
+ * main thread when main_only is set; 0 if unknown. */
+static double cpu_seconds(pid_t pid, bool main_only) {
+        char path[64], line[1024];
+        if (main_only)
+                snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", (int)pid, (int)pid);
+        else
+                snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+        FILE *f = fopen(path, "r");
+        if (!f)
+                return 0;
+        size_t k = fread(line, 1, sizeof(line) - 1, f);
+        fclose(f);
+        line[k] = '\0';
+        /* Fields 14 and 15 follow the command name, which may contain spaces. */
+        const char *p = strrchr(line, ')');
+        unsigned long long ut, st;
+        if (!p ||
+            sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+                return 0;
+        return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* The HTTP floor: GET /v1/health on its own keep-alive connection. */
+static void health(CURL *h, size_t n, samples *s) {
+        for (size_t i = 0; i < n; i++) {
+                uint64_t t = now_ns();
+                long status = 0;
+                CURLcode rc = curl_easy_perform(h);
+                if (rc != CURLE_OK)
+                        die("GET /v1/health: %s", curl_easy_strerror(rc));
+                if (curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status) != CURLE_OK ||
+                    status != 200)
+                        die("GET /v1/health answered %ld", status);
+                uint64_t lat = now_ns() - t;
+                if (s)
+                        samples_push(s, lat, 0, lat);
+        }
+}
+
+static double self_cpu_seconds(void) {
+        struct timespec ts;
+        if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) < 0)
+                die("clock_gettime: %s", strerror(errno));
+        return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The agent next to the bench's build directory: BUILD/bench/warm-overhead -> BUILD/cvm-agent. */
+static char *default_agent(void) {
+        static char path[PATH_MAX];
+        ssize_t k = readlink("/proc/self/exe", path, sizeof(path) - 1);
+        if (k < 0)
+                die("readlink /proc/self/exe: %s", strerror(errno));
+        path[k] = '\0';
+        for (int up = 0; up < 2; up++) {
+                char *slash = strrchr(path, '/');
+                if (!slash)
+                        die("cannot find the build directory from %s; pass --agent", path);
+                *slash = '\0';
+        }
+        if (strlen(path) + sizeof("/cvm-agent") > sizeof(path))
+                die("path too long; pass --agent");
+        strcat(path, "/cvm-agent");
+        return path;
+}
+
+static long parse_num(const char *opt, const char *s, long min, long max) {
+        char *end;
+        errno = 0;
+        long v = strtol(s, &end, 10);
+        if (errno || end == s || *end || v < min || v > max)
+                die("%s: %s is not a number from %ld to %ld", opt, s, min, max);
+        return v;
+}
+
+static void usage(void) {
+        fprintf(stderr, "usage: warm-overhead SOCKET [--connections C] [--seconds S] "
+                        "[--agent PATH] [--pid DAEMON_PID]\n");
+        exit(2);
+}
+
+int main(int argc, char **argv) {
+        int nc = 4, seconds = 10;
+        pid_t daemon_pid = 0;
+        const char *agent = NULL;
+        for (int i = 1; i < argc; i++) {
+                if (strcmp(argv[i], "--connections") == 0 && i + 1 < argc)
+                        nc = (int)parse_num("--connections", argv[++i], 1, MAX_CONNS);
+                else if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc)
+                        seconds = (int)parse_num("--seconds", argv[++i], 1, MAX_SECONDS);
+                else if (strcmp(argv[i], "--agent") == 0 && i + 1 < argc)
+                        agent = argv[++i];
+                else if (strcmp(argv[i], "--pid") == 0 && i + 1 < argc)
+                        daemon_pid = (pid_t)parse_num("--pid", argv[++i], 1, INT_MAX);
+                else if (argv[i][0] == '-' || sock_path)
+                        usage();
+                else
+                        sock_path = argv[i];
+        }
+        if (!sock_path)
+                usage();
+        if (!agent)
+                agent = default_agent();
+        if (access(agent, X_OK) < 0)
+                die("the agent %s: %s (pass --agent)", agent, strerror(errno));
+        /* The agent client's info lines (a closed connection) are not part of the report. */
+        cvm_log_set_level(CVM_LOG_WARN);
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || !(ctl = curl_easy_init()))
+                die("cannot initialise libcurl");
+        deploy(nc);
+
+        printf("warm-overhead: no-op function (" HANDLER "), %d warm VM%s, keep-alive HTTP on "
+               "the Unix socket, %d s per run after %d warm-up requests\n",
+               nc, nc > 1 ? "s" : "", seconds, WARMUP_REQUESTS);
+        printf("  latencies in us; direct = the same agent and handler on a socketpair, no "
+               "daemon;\n  the 1-connection and direct runs alternate in %d rounds of the same "
+               "request count\n",
+               ROUNDS);
+        printf("  %-16s %5s %9s %9s %9s %9s %9s %9s\n", "run", "conns", "requests", "req/s", "p50",
+               "p90", "p99", "max");
+
+        /* Alternating rounds expose both runs to the same background noise. */
+        client one = client_new(1);
+        direct *d = direct_new(agent);
+        CURL *hh = curl_easy_init();
+        if (!hh)
+                die("curl_easy_init failed");
+        set_common(hh, "GET", "/v1/health");
+        if (curl_easy_setopt(hh, CURLOPT_WRITEFUNCTION, discard) != CURLE_OK)
+                die("cannot set up a libcurl handle");
+        health(hh, WARMUP_REQUESTS, NULL);
+        samples s1 = {0}, sd = {0}, sh = {0};
+        double t1 = 0, td = 0, cpu_d = 0, cpu_main = 0, cpu_self = 0;
+        for (int r = 0; r < ROUNDS; r++) {
+                size_t before = s1.n;
+                double c0 = cpu_seconds(daemon_pid, false), m0 = cpu_seconds(daemon_pid, true);
+                double b0 = self_cpu_seconds();
+                uint64_t t = now_ns();
+                drive(one.m, one.cs, 1, SIZE_MAX, (uint64_t)seconds * 1000000000u / ROUNDS, &s1);
+                t1 += (double)(now_ns() - t) / 1e9;
+                cpu_self += self_cpu_seconds() - b0;
+                if (daemon_pid) {
+                        cpu_d += cpu_seconds(daemon_pid, false) - c0;
+                        cpu_main += cpu_seconds(daemon_pid, true) - m0;
+                }
+                t = now_ns();
+                direct_invoke(d, s1.n - before, &sd);
+                td += (double)(now_ns() - t) / 1e9;
+                health(hh, s1.n - before, &sh);
+        }
+        curl_easy_cleanup(hh);
+        direct_free(d);
+        client_free(&one);
+        if (s1.n == 0)
+                die("no request finished");
+        size_t n1 = s1.n, warm1 = s1.warm, connects1 = s1.connects;
+        /* Per request, the time outside the daemon's own accounting: HTTP and the client. */
+        uint64_t *outside = calloc(s1.n, sizeof(*outside)), *inside = calloc(s1.n, sizeof(*inside));
+        uint64_t *beyond = calloc(s1.n, sizeof(*beyond));
+        if (!outside || !inside || !beyond)
+                die("out of memory");
+        for (size_t i = 0; i < s1.n; i++) {
+                outside[i] = s1.lat[i] > s1.total[i] ? s1.lat[i] - s1.total[i] : 0;
+                inside[i] = s1.total[i] > s1.exec[i] ? s1.total[i] - s1.exec[i] : 0;
+                beyond[i] = s1.lat[i] > s1.exec[i] ? s1.lat[i] - s1.exec[i] : 0;
+        }
+        summary http1 = summarize(outside, s1.n), disp1 = summarize(inside, s1.n);
+        summary beyond1 = summarize(beyond, s1.n);
+        free(outside);
+        free(inside);
+        free(beyond);
+        summary lat1 = summarize(s1.lat, s1.n), exec1 = summarize(s1.exec, s1.n);
+        summary dlat = summarize(sd.lat, sd.n), dexec = summarize(sd.exec, sd.n);
+        summary hlat = summarize(sh.lat, sh.n);
+        char note[96];
+        snprintf(note, sizeof(note), "%.1f%% warm, %zu new connection%s",
+                 100.0 * (double)warm1 / (double)n1, connects1, connects1 == 1 ? "" : "s");
+        print_row("daemon", 1, n1, t1, lat1, note);
+        print_row("direct agent", 1, sd.n, td, dlat, "");
+        print_row("GET /v1/health", 1, sh.n, 0, hlat, "the HTTP floor, same rounds");
+        fflush(stdout);
+
+        size_t warmc = 0, nc_n = 0;
+        if (nc > 1) {
+                client many = client_new(nc);
+                samples sc = {0};
+                uint64_t t = now_ns();
+                drive(many.m, many.cs, nc, SIZE_MAX, (uint64_t)seconds * 1000000000u, &sc);
+                double secs = (double)(now_ns() - t) / 1e9;
+                client_free(&many);
+                if (sc.n == 0)
+                        die("no request finished");
+                warmc = sc.warm;
+                nc_n = sc.n;
+                snprintf(note, sizeof(note), "%.1f%% warm, %zu new connection%s",
+                         100.0 * (double)sc.warm / (double)sc.n, sc.connects,
+                         sc.connects == 1 ? "" : "s");
+                print_row("daemon", nc, sc.n, secs, summarize(sc.lat, sc.n), note);
+                samples_free(&sc);
+        }
+
+        printf("  1 connection, p50 / p99 in us: client+HTTP (latency - Server-Timing total) "
+               "%.1f / %.1f;\n    daemon dispatch (total - exec) %.1f / %.1f; exec, the agent "
+               "round trip as the daemon sees it, %.1f / %.1f;\n    direct round trip %.1f / "
+               "%.1f, of which the handler inside the agent (exec_us) %.1f / %.1f\n",
+               http1.p50, http1.p99, disp1.p50, disp1.p99, exec1.p50, exec1.p99, dlat.p50, dlat.p99,
+               dexec.p50, dexec.p99);
+        if (daemon_pid && n1)
+                printf("  CPU per invocation, 1 connection: daemon %.1f us (loop thread %.1f, "
+                       "other threads %.1f), this client %.1f us\n",
+                       cpu_d / (double)n1 * 1e6, cpu_main / (double)n1 * 1e6,
+                       (cpu_d - cpu_main) / (double)n1 * 1e6, cpu_self / (double)n1 * 1e6);
+        double add50 = lat1.p50 - dlat.p50, add99 = lat1.p99 - dlat.p99;
+        printf("  daemon overhead over the direct agent round trip, sequential: p50 %+.1f us "
+               "(target < 100: %s), p99 %+.1f us (target < 1000: %s)\n",
+               add50, add50 < 100 ? "met" : "missed", add99, add99 < 1000 ? "met" : "missed");
+        printf("  of which the HTTP floor (GET /v1/health p50 / p99) %.1f / %.1f us; the rest, "
+               "invocation-specific: p50 %+.1f us, p99 %+.1f us\n",
+               hlat.p50, hlat.p99, add50 - hlat.p50, add99 - hlat.p99);
+        /* Per request, free of the handler's own variance: the time outside exec. */
+        printf("  per request, latency - exec (everything but the agent round trip): p50 %.1f us "
+               "(target < 100: %s), p99 %.1f us (target < 1000: %s)\n",
+               beyond1.p50, beyond1.p50 < 100 ? "met" : "missed", beyond1.p99,
+               beyond1.p99 < 1000 ? "met" : "missed");
+        printf("  warm starts: %zu of %zu (1 connection)", warm1, n1);
+        if (nc > 1)
+                printf(", %zu of %zu (%d connections)", warmc, nc_n, nc);
+        printf("\n");
+        samples_free(&s1);
+        samples_free(&sd);
+        samples_free(&sh);
+
+        long status;
+        json_decref(request("DELETE", "/v1/functions/" FN_NAME, NULL, &status));
+        if (status != 202)
+                die("DELETE /v1/functions/" FN_NAME " answered %ld", status);
+        curl_easy_cleanup(ctl);
+        curl_global_cleanup();
+        if (warm1 != n1 || warmc != nc_n)
+                die("not every invocation was warm");
+        return 0;
+}
