@@ -5,6 +5,7 @@
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cleanup.h"
 #include "log.h"
@@ -100,6 +101,9 @@ static const char *const stmt_sql[CVM_STORE_STMT_COUNT] = {
 };
 
 #define MAX_VALS 24
+/* How long the writer waits for more writes before committing: the most a
+ * crash can lose, and what keeps a write stream to one transaction per few ms. */
+#define STORE_LINGER_MS 5
 
 typedef struct write_op {
         cvm_store_stmt stmt;
@@ -126,6 +130,8 @@ struct cvm_store {
         uint32_t batch_max;
         write_op *batch; /* The writer's batch buffer. */
         bool stopping;
+        bool lingering; /* The writer waits for a batch to fill: writes need not wake it. */
+        int flushing;   /* Someone waits in cvm_store_flush: no lingering. */
         uint64_t submitted, done; /* Sequence numbers for flush. */
         cvm_store_stats stats;
 
@@ -278,6 +284,22 @@ static void *writer_main(void *arg) {
                         pthread_cond_wait(&s->wake, &s->lock);
                 if (s->count == 0 && s->stopping)
                         break;
+                /* Gather a batch: one transaction and one wake-up for many writes,
+                 * rather than one per invocation competing with its reply. */
+                if (!s->stopping && s->count < s->batch_max) {
+                        struct timespec until;
+                        clock_gettime(CLOCK_MONOTONIC, &until);
+                        until.tv_nsec += STORE_LINGER_MS * 1000000L;
+                        if (until.tv_nsec >= 1000000000L) {
+                                until.tv_sec++;
+                                until.tv_nsec -= 1000000000L;
+                        }
+                        s->lingering = true;
+                        while (!s->stopping && !s->flushing && s->count < s->batch_max &&
+                               pthread_cond_timedwait(&s->wake, &s->lock, &until) != ETIMEDOUT)
+                                ;
+                        s->lingering = false;
+                }
                 uint32_t n = s->count < s->batch_max ? s->count : s->batch_max;
                 for (uint32_t i = 0; i < n; i++)
                         batch[i] = s->ring[(s->head + i) % s->cap];
@@ -343,7 +365,12 @@ int cvm_store_open(uv_loop_t *loop, const cvm_store_options *opts, cvm_store **r
         if (!s)
                 return cvm_error_set(err, -ENOMEM, "out of memory");
         pthread_mutex_init(&s->lock, NULL);
-        pthread_cond_init(&s->wake, NULL);
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        /* The writer's linger deadline is on the monotonic clock. */
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&s->wake, &ca);
+        pthread_condattr_destroy(&ca);
         pthread_cond_init(&s->drained, NULL);
         s->cap = opts->queue_capacity ? opts->queue_capacity : 65536;
         s->batch_max = opts->batch_max ? opts->batch_max : 512;
@@ -477,7 +504,8 @@ int cvm_store_write(cvm_store *s, cvm_store_stmt stmt, const cvm_store_val *vals
         s->ring[(s->head + s->count) % s->cap] = op;
         s->count++;
         s->submitted++;
-        pthread_cond_signal(&s->wake);
+        if (!s->lingering || s->count >= s->batch_max)
+                pthread_cond_signal(&s->wake);
         pthread_mutex_unlock(&s->lock);
         return 0;
 }
@@ -485,8 +513,11 @@ int cvm_store_write(cvm_store *s, cvm_store_stmt stmt, const cvm_store_val *vals
 void cvm_store_flush(cvm_store *s) {
         pthread_mutex_lock(&s->lock);
         uint64_t target = s->submitted;
+        s->flushing++;
+        pthread_cond_signal(&s->wake);
         while (s->done < target && s->thread_started)
                 pthread_cond_wait(&s->drained, &s->lock);
+        s->flushing--;
         pthread_mutex_unlock(&s->lock);
         run_completions(s);
 }

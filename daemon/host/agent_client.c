@@ -62,7 +62,6 @@ struct cvm_agent_client {
         size_t public_key_len;
         uint64_t ping_sent, ping_acked;
         uint32_t misses;
-        uint8_t readbuf[READ_CHUNK];
 };
 
 static void release(cvm_agent_client *c) {
@@ -322,10 +321,15 @@ static void handle_frame(cvm_agent_client *c, const cvm_agent_frame *f) {
         }
 }
 
+/* One read buffer per thread serves every connection: on_read consumes it
+ * before the loop reads again (the decoder copies partial frames), and a
+ * buffer per VM would be most of the daemon's memory per VM. */
+static _Thread_local uint8_t readbuf[READ_CHUNK];
+
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-        cvm_agent_client *c = h->data;
+        (void)h;
         (void)suggested;
-        *buf = uv_buf_init((char *)c->readbuf, sizeof(c->readbuf));
+        *buf = uv_buf_init((char *)readbuf, sizeof(readbuf));
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {

@@ -239,6 +239,9 @@ static int spawn_agent(sim_vm *sv, int child_fd, cvm_error *err) {
          * reports, even if cvmd itself runs inside an SNP guest. */
         argv[n++] = "--sev-guest";
         argv[n++] = "/nonexistent/sev-guest";
+        /* An agent's per-invocation lines are noise unless the daemon debugs. */
+        argv[n++] = "--log-level";
+        argv[n++] = cvm_log_get_level() >= CVM_LOG_DEBUG ? "info" : "warn";
         argv[n++] = "--";
         if (vm->handler.argc > SIM_AGENT_ARGS_MAX)
                 return cvm_error_set(err, -E2BIG, "handler has more than %d arguments",

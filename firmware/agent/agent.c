@@ -756,7 +756,8 @@ static void on_conn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
         cvm_agent *a = s->data;
         if (nread < 0) {
                 if (nread == UV_EOF)
-                        log_error("agent: the host closed the connection");
+                        /* How every VM's life ends on the host's side: not an error. */
+                        log_info("agent: the host closed the connection");
                 else
                         log_error("agent: reading from the host: %s", uv_strerror((int)nread));
                 agent_stop(a, 1);
