@@ -107,7 +107,8 @@ static int load_tenants(const cvm_config *cfg, cvm_tenants **ret, cvm_error *err
 }
 
 static const char *const pool_fields[] = {"memory_mib", "vms", NULL};
-static const char *const functions_fields[] = {"max", "async_retention_s", "async_max", NULL};
+static const char *const functions_fields[] = {"max", "async_retention_s", "async_max",
+                                               "max_waiting", NULL};
 
 /* The "pool" and "functions" sections. */
 static int functions_deps(const cvm_config *cfg, cvm_functions_deps *ret, cvm_error *err) {
@@ -122,6 +123,7 @@ static int functions_deps(const cvm_config *cfg, cvm_functions_deps *ret, cvm_er
                 .max_functions = CVM_FUNCTIONS_MAX,
                 .async_retention_s = 600,
                 .async_max = 10000,
+                .max_waiting = 1024,
         };
         json_t *pool = json_object_get(cfg->sections, "pool");
         json_t *fns = json_object_get(cfg->sections, "functions");
@@ -158,6 +160,11 @@ static int functions_deps(const cvm_config *cfg, cvm_functions_deps *ret, cvm_er
                                           err)) < 0)
                         return r;
                 ret->async_max = (uint32_t)v;
+                v = ret->max_waiting;
+                if ((r = cvm_json_get_int(fns, "functions", "max_waiting", false, 1, 1000000, &v,
+                                          err)) < 0)
+                        return r;
+                ret->max_waiting = (uint32_t)v;
         }
         return 0;
 }

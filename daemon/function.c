@@ -15,7 +15,6 @@
 #include "log.h"
 
 #define BUCKETS 1024
-#define MAX_WAITING_PER_FN 1024
 #define ASYNC_SWEEP_MS 1000
 
 /* A generation: what the VMs of one version of a function are launched
@@ -245,12 +244,13 @@ static bool same_vms(const cvm_fn_spec *a, const cvm_fn_spec *b) {
         return same;
 }
 
-static void settings_of(const cvm_fn_spec *s, const cvm_image *img, cvm_pool_settings *ret) {
+static void settings_of(const cvm_functions *fns, const cvm_fn_spec *s, const cvm_image *img,
+                        cvm_pool_settings *ret) {
         *ret = (cvm_pool_settings){.min_warm = s->min_warm,
                                    .max_vms = s->max_vms,
                                    .concurrency = s->concurrency,
                                    .memory_mib = s->image.memory_mib,
-                                   .max_waiting = MAX_WAITING_PER_FN,
+                                   .max_waiting = fns->d.max_waiting,
                                    .expected_launch_ns =
                                            img->psp_ns + (uint64_t)(s->image.firmware_boot_ms +
                                                                     s->image.kernel_boot_ms) *
@@ -419,7 +419,7 @@ static int gen_new(cvm_functions *fns, const char *name, cvm_fn_spec *spec, cvm_
         *spec = (cvm_fn_spec){0};
         g->image = image;
         cvm_pool_settings ps;
-        settings_of(&g->spec, g->image, &ps);
+        settings_of(fns, &g->spec, g->image, &ps);
         int r = cvm_pool_fn_new(fns->pool, name, &ps, g, &g->pool, err);
         if (r < 0) {
                 gen_free(g);
@@ -467,7 +467,7 @@ static void put_apply(cvm_fn_put *p) {
         if (fn && same_vms(&fn->gen->spec, &p->spec)) {
                 /* Only limits or pool settings changed: keep the warm VMs. */
                 cvm_pool_settings ps;
-                settings_of(&p->spec, fn->gen->image, &ps);
+                settings_of(fns, &p->spec, fn->gen->image, &ps);
                 if (cvm_pool_fn_update(fn->gen->pool, &ps, &err) < 0) {
                         put_finish(p, NULL, false, &err);
                         return;

@@ -59,6 +59,7 @@ typedef struct cvm_functions_deps {
         uint32_t max_functions;
         uint32_t async_retention_s; /* How long async results are kept. */
         uint32_t async_max;         /* Async results kept at most. */
+        uint32_t max_waiting;       /* Invocations of one function waiting for a VM at most. */
 } cvm_functions_deps;
 
 int cvm_functions_new(const cvm_functions_deps *deps, cvm_functions **ret, cvm_error *err);

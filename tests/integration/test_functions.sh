@@ -146,4 +146,28 @@ expect "invocations are recorded with their start kind" \
 expect "cold rows carry PSP and boot phases" \
         "$(sqlite3 "$db" "SELECT count(*) FROM invocations WHERE start_kind = 'cold' AND psp_us > 0 AND boot_us > 0")" '^[1-9]'
 expect "launches record their trigger" "$(sqlite3 "$db" "SELECT count(*) FROM launches WHERE trigger = 'prewarm'")" '^[1-9]'
+
+# Overload and VM death, on a daemon that lets one invocation wait per function.
+sim_config "$TMP/cfg2.json" '"functions": {"max_waiting": 1}'
+rm -rf "$STATE"
+start_daemon --config "$TMP/cfg2.json" || not_ok "restart with max_waiting 1"
+put queue '{"handler": {"exec": ["/bin/cat"]}, "image": {"firmware_boot_ms": 1500}}' >/dev/null
+(invoke queue -d x >"$TMP/q1") &
+q1=$!
+sleep 0.3
+out=$(invoke queue -d y)
+expect "a second waiting invocation over functions.max_waiting is a 429" "$out" '^429 .*overloaded: function queue has 1 invocations waiting'
+expect "the 429 carries Retry-After" "$(tr -d '\r' <"$TMP/h" | grep -i '^Retry-After')" '^Retry-After: 1$'
+wait "$q1"
+expect "the waiting one is served" "$(cat "$TMP/q1")" '^200 cold '
+put dies '{"handler": {"exec": ["'"$TMP/sleep.sh"'", "5"]}}' >/dev/null
+invoke dies -d warmup -o /dev/null >/dev/null
+pid=$(api GET '/v1/vms?function=dies' | cut -d' ' -f2- | json 'd["vms"][0]["host"]["pid"]')
+(sleep 0.5; kill -KILL "$pid") &
+out=$(invoke dies -d x)
+expect "a VM dying under a function's invocation is a 502" "$out" '^502 warm vm-[0-9a-f]{16} \{"error":"bad_gateway","message":"vm vm-[0-9a-f]{16} failed during the invocation'
+(invoke dies -d x >/dev/null) &
+sleep 0.3
+expect "the function gets a new VM next time" "$(pool dies launches)" '^2$'
+stop_daemon
 finish
