@@ -16,18 +16,15 @@
 #include <string.h>
 #include <time.h>
 
+#define BENCH_MAX_BODY (1u << 20)
+#include "bench.h"
+
 #define MAX_COUNTS 32
 #define MAX_N 500
-#define MAX_BODY (1u << 20)
 /* A launch of N OVMF VMs takes ~N x 0.55 s of PSP time; this bounds a stuck daemon. */
 #define BURST_TIMEOUT_S 600L
 #define IDLE_TIMEOUT_MS 60000
 #define POLL_MS 20
-
-typedef struct buf {
-        char *data;
-        size_t len;
-} buf;
 
 typedef struct launch {
         CURL *h;
@@ -46,45 +43,6 @@ typedef struct row {
 
 static const char *sock_path;
 static CURL *ctl; /* One keep-alive handle for the control requests. */
-
-static void die(const char *fmt, ...) {
-        va_list ap;
-        va_start(ap, fmt);
-        fputs("psp-burst: ", stderr);
-        vfprintf(stderr, fmt, ap);
-        fputc('\n', stderr);
-        va_end(ap);
-        exit(1);
-}
-
-static double now_ms(void) {
-        struct timespec ts;
-        if (clock_gettime(CLOCK_MONOTONIC, &ts) < 0)
-                die("clock_gettime: %s", strerror(errno));
-        return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static void sleep_ms(long ms) {
-        struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-                ;
-}
-
-/* Bodies are capped so a runaway answer cannot exhaust memory. */
-static size_t on_data(char *d, size_t s, size_t n, void *ud) {
-        buf *b = ud;
-        size_t len = s * n;
-        if (b->len + len > MAX_BODY)
-                return 0;
-        char *p = realloc(b->data, b->len + len + 1);
-        if (!p)
-                return 0;
-        memcpy(p + b->len, d, len);
-        b->len += len;
-        p[b->len] = '\0';
-        b->data = p;
-        return len;
-}
 
 static void buf_reset(buf *b) {
         free(b->data);
@@ -121,17 +79,6 @@ static json_t *request(const char *method, const char *path, long *status) {
                     out.data ? out.data : "(empty)");
         buf_reset(&out);
         return j;
-}
-
-static int cmp_double(const void *a, const void *b) {
-        double x = *(const double *)a, y = *(const double *)b;
-        return x < y ? -1 : x > y;
-}
-
-/* Nearest rank: the smallest value with at least p of the sample at or below it. */
-static double percentile(const double *sorted, size_t n, double p) {
-        size_t rank = (size_t)ceil(p * (double)n);
-        return sorted[rank ? rank - 1 : 0];
 }
 
 static void parse_launch(launch *l, long status) {
@@ -307,6 +254,7 @@ static void usage(void) {
 }
 
 int main(int argc, char **argv) {
+        bench_prog = "psp-burst";
         const char *firmware = NULL, *counts_arg = "1,5,10,20,30,40,50";
         for (int i = 1; i < argc; i++) {
                 if (strcmp(argv[i], "--firmware") == 0 && i + 1 < argc)

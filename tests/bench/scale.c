@@ -22,13 +22,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#define BENCH_MAX_BODY (8u << 20)
+#include "bench.h"
+
 #define HANDLER "/bin/true"
 /* The smallest memory_mib an image accepts (docs/images.md). */
 #define MEMORY_MIB 16
 #define MAX_FUNCTIONS 4096
 #define MAX_VMS 4000
 #define MAX_INVOCATIONS 1000000L
-#define MAX_BODY (8u << 20)
 #define REQUEST_TIMEOUT_S 30L
 /* 500 launches at ~30 ms of PSP time each take ~15 s; this bounds a stuck daemon. */
 #define READY_TIMEOUT_MS 120000
@@ -36,56 +38,12 @@
 #define POLL_MS 100
 #define IDLE_SAMPLE_MS 3000
 
-typedef struct buf {
-        char *data;
-        size_t len;
-} buf;
-
 typedef struct mem {
         long rss_kib, anon_kib;
 } mem;
 
 static const char *sock_path;
 static CURL *ctl; /* One keep-alive handle for every request. */
-
-static void die(const char *fmt, ...) {
-        va_list ap;
-        va_start(ap, fmt);
-        fputs("scale: ", stderr);
-        vfprintf(stderr, fmt, ap);
-        fputc('\n', stderr);
-        va_end(ap);
-        exit(1);
-}
-
-static uint64_t now_ns(void) {
-        struct timespec ts;
-        if (clock_gettime(CLOCK_MONOTONIC, &ts) < 0)
-                die("clock_gettime: %s", strerror(errno));
-        return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static void sleep_ms(long ms) {
-        struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-                ;
-}
-
-/* Bodies are capped so a runaway answer cannot exhaust memory. */
-static size_t on_data(char *d, size_t s, size_t n, void *ud) {
-        buf *b = ud;
-        size_t len = s * n;
-        if (b->len + len > MAX_BODY)
-                return 0;
-        char *p = realloc(b->data, b->len + len + 1);
-        if (!p)
-                return 0;
-        memcpy(p + b->len, d, len);
-        b->len += len;
-        p[b->len] = '\0';
-        b->data = p;
-        return len;
-}
 
 static size_t on_header(char *d, size_t s, size_t n, void *ud) {
         bool *warm = ud;
@@ -182,17 +140,6 @@ static double cpu_seconds(pid_t pid) {
             sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
                 return 0;
         return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-}
-
-static int cmp_double(const void *a, const void *b) {
-        double x = *(const double *)a, y = *(const double *)b;
-        return x < y ? -1 : x > y;
-}
-
-/* Nearest rank: the smallest value with at least p of the sample at or below it. */
-static double percentile(const double *sorted, size_t n, double p) {
-        size_t rank = (size_t)ceil(p * (double)n);
-        return sorted[rank ? rank - 1 : 0];
 }
 
 static double secs_since(uint64_t t) {
@@ -317,6 +264,7 @@ static void print_mem(const char *label, mem m) {
 }
 
 int main(int argc, char **argv) {
+        bench_prog = "scale";
         long nfn = 1000, nvm = 500, ninv = 3000;
         pid_t pid = 0;
         for (int i = 1; i < argc; i++) {

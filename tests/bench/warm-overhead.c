@@ -29,6 +29,9 @@
 #include <unistd.h>
 #include <uv.h>
 
+#define BENCH_MAX_BODY (1u << 20)
+#include "bench.h"
+
 #include "agent_client.h"
 #include "log.h"
 
@@ -37,7 +40,6 @@
 #define MAX_CONNS 64
 #define MAX_SECONDS 600
 #define MAX_SAMPLES 10000000u
-#define MAX_BODY (1u << 20)
 /* Every wait is bounded so a stuck daemon or agent ends the run with an error. */
 #define READY_TIMEOUT_MS 30000
 #define REQUEST_TIMEOUT_S 30L
@@ -46,11 +48,6 @@
 #define POLL_MS 20
 /* The sequential runs alternate in this many rounds. */
 #define ROUNDS 10
-
-typedef struct buf {
-        char *data;
-        size_t len;
-} buf;
 
 /* Latencies and the daemon's view of each request, in ns. */
 typedef struct samples {
@@ -68,45 +65,6 @@ typedef struct conn {
 
 static const char *sock_path;
 static CURL *ctl; /* One keep-alive handle for the control requests. */
-
-static void die(const char *fmt, ...) {
-        va_list ap;
-        va_start(ap, fmt);
-        fputs("warm-overhead: ", stderr);
-        vfprintf(stderr, fmt, ap);
-        fputc('\n', stderr);
-        va_end(ap);
-        exit(1);
-}
-
-static uint64_t now_ns(void) {
-        struct timespec ts;
-        if (clock_gettime(CLOCK_MONOTONIC, &ts) < 0)
-                die("clock_gettime: %s", strerror(errno));
-        return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static void sleep_ms(long ms) {
-        struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-                ;
-}
-
-/* Bodies are capped so a runaway answer cannot exhaust memory. */
-static size_t on_data(char *d, size_t s, size_t n, void *ud) {
-        buf *b = ud;
-        size_t len = s * n;
-        if (b->len + len > MAX_BODY)
-                return 0;
-        char *p = realloc(b->data, b->len + len + 1);
-        if (!p)
-                return 0;
-        memcpy(p + b->len, d, len);
-        b->len += len;
-        p[b->len] = '\0';
-        b->data = p;
-        return len;
-}
 
 static size_t discard(char *d, size_t s, size_t n, void *ud) {
         (void)d;
@@ -587,6 +545,7 @@ static void usage(void) {
 }
 
 int main(int argc, char **argv) {
+        bench_prog = "warm-overhead";
         int nc = 4, seconds = 10;
         pid_t daemon_pid = 0;
         const char *agent = NULL;
