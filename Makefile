@@ -10,6 +10,8 @@ SYSCONFDIR ?= /etc
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 DATADIR ?= $(PREFIX)/share
+MANDIR ?= $(DATADIR)/man
+BASHCOMPDIR ?= $(DATADIR)/bash-completion/completions
 DESTDIR ?=
 HOST ?= sim
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
@@ -183,6 +185,8 @@ install: all
 	install -Dm755 $(BUILD)/cvmd $(DESTDIR)$(BINDIR)/cvmd
 	install -Dm755 $(BUILD)/cvmctl $(DESTDIR)$(BINDIR)/cvmctl
 	install -Dm755 $(BUILD)/cvm-agent $(DESTDIR)$(LIBEXECDIR)/cvmd/cvm-agent
+	install -Dm644 docs/cvmctl.1 $(DESTDIR)$(MANDIR)/man1/cvmctl.1
+	install -Dm644 ctl/cvmctl.bash-completion $(DESTDIR)$(BASHCOMPDIR)/cvmctl
 	@# Units are rendered here so they always name this install's paths.
 	@for u in cvmd.service cvmd.socket; do \
 		mkdir -p $(DESTDIR)$(UNITDIR) && \
@@ -198,7 +202,8 @@ install: all
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/cvmd $(DESTDIR)$(BINDIR)/cvmctl $(DESTDIR)$(LIBEXECDIR)/cvmd/cvm-agent \
 		$(DESTDIR)$(UNITDIR)/cvmd.service $(DESTDIR)$(UNITDIR)/cvmd.socket \
-		$(DESTDIR)$(SYSUSERSDIR)/cvmd.conf $(DESTDIR)$(DATADIR)/cvmd/cvmd.json.default
+		$(DESTDIR)$(SYSUSERSDIR)/cvmd.conf $(DESTDIR)$(DATADIR)/cvmd/cvmd.json.default \
+		$(DESTDIR)$(MANDIR)/man1/cvmctl.1 $(DESTDIR)$(BASHCOMPDIR)/cvmctl
 
 FORMAT_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 format:

@@ -74,6 +74,10 @@ int cvmctl_client_set_token(cvmctl_client *c, const char *token, cvm_error *err)
         return 0;
 }
 
+const char *cvmctl_client_auth_header(const cvmctl_client *c) {
+        return c->auth_header;
+}
+
 const char *cvmctl_client_target(const cvmctl_client *c) {
         return c->target;
 }
@@ -179,7 +183,7 @@ void cvmctl_response_done(cvmctl_response *r) {
         r->body = NULL;
 }
 
-static int errno_for_status(long status) {
+int cvmctl_errno_for_status(long status) {
         switch (status) {
         case 400: return -EINVAL;
         case 401:
@@ -195,8 +199,8 @@ static int errno_for_status(long status) {
         }
 }
 
-int cvmctl_request_json(cvmctl_client *c, const char *method, const char *path, json_t *body,
-                        json_t **ret, cvm_error *err) {
+int cvmctl_api(cvmctl_client *c, const char *method, const char *path, json_t *body, json_t **ret,
+               long *status, cvm_error *err) {
         _cleanup_free_ char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
         if (body && !text)
                 return cvm_error_set(err, -ENOMEM, "out of memory");
@@ -205,10 +209,12 @@ int cvmctl_request_json(cvmctl_client *c, const char *method, const char *path, 
                                text ? strlen(text) : 0, &resp, err);
         if (r < 0)
                 return r;
+        if (status)
+                *status = resp.status;
         json_t *doc = json_loadb(resp.body, resp.len, 0, NULL);
         if (resp.status >= 400) {
                 const char *msg = json_string_value(json_object_get(doc, "message"));
-                r = cvm_error_set(err, errno_for_status(resp.status), "%s",
+                r = cvm_error_set(err, cvmctl_errno_for_status(resp.status), "%s",
                                   msg ? msg : "the daemon answered with an error");
                 if (!msg)
                         cvm_error_prefix(err, "HTTP %ld: ", resp.status);
@@ -221,4 +227,9 @@ int cvmctl_request_json(cvmctl_client *c, const char *method, const char *path, 
         }
         cvmctl_response_done(&resp);
         return r;
+}
+
+int cvmctl_request_json(cvmctl_client *c, const char *method, const char *path, json_t *body,
+                        json_t **ret, cvm_error *err) {
+        return cvmctl_api(c, method, path, body, ret, NULL, err);
 }

@@ -20,6 +20,8 @@ int cvmctl_client_new(const char *socket_path, const char *url, cvmctl_client **
 void cvmctl_client_free(cvmctl_client *c);
 /* An API token for TCP listeners, sent as Authorization: Bearer TOKEN. */
 int cvmctl_client_set_token(cvmctl_client *c, const char *token, cvm_error *err);
+/* "Authorization: Bearer TOKEN", or NULL: for commands with handles of their own. */
+const char *cvmctl_client_auth_header(const cvmctl_client *c);
 /* Where the client connects, for messages: "unix:/run/cvmd/cvmd.sock". */
 const char *cvmctl_client_target(const cvmctl_client *c);
 
@@ -33,3 +35,8 @@ void cvmctl_response_done(cvmctl_response *r);
  * the API's message; *ret receives the parsed document otherwise. */
 int cvmctl_request_json(cvmctl_client *c, const char *method, const char *path, json_t *body,
                         json_t **ret, cvm_error *err);
+/* The same, also giving the HTTP status (NULL: not wanted). */
+int cvmctl_api(cvmctl_client *c, const char *method, const char *path, json_t *body, json_t **ret,
+               long *status, cvm_error *err);
+/* The errno an HTTP status stands for (404: -ENOENT, ...). */
+int cvmctl_errno_for_status(long status);

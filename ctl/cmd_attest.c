@@ -46,10 +46,10 @@ static int report_result(cvmctl *ctl, const cvm_attest_result *res, const char *
                 json_t *checks = json_array();
                 for (size_t i = 0; i < res->nchecks; i++)
                         json_array_append_new(
-                                checks, json_pack("{s:s, s:s, s:s}", "name", res->checks[i].name,
-                                                  "status",
-                                                  cvm_check_status_name(res->checks[i].status),
-                                                  "message", res->checks[i].message));
+                                checks,
+                                json_pack("{s:s, s:s, s:s}", "name", res->checks[i].name, "status",
+                                          cvm_check_status_name(res->checks[i].status), "message",
+                                          res->checks[i].message));
                 json_t *doc = json_pack("{s:b, s:b, s:s?, s:o}", "verified", ok, "root_pinned",
                                         res->root_pinned, "vm_id", vm_id, "checks", checks);
                 cvmctl_print_json(doc);
@@ -76,7 +76,8 @@ static int load_expectations(const attest_opts *o, uint8_t measurement[48], bool
         int r;
         *have = false;
         if (o->expect_hex) {
-                if (strlen(o->expect_hex) != 96 || cvm_snp_unhex(o->expect_hex, measurement, 48) < 0)
+                if (strlen(o->expect_hex) != 96 ||
+                    cvm_snp_unhex(o->expect_hex, measurement, 48) < 0)
                         return cvm_error_set(err, -EINVAL,
                                              "--expect-measurement must be 96 hex digits");
                 *have = true;
@@ -162,8 +163,8 @@ static int run_live(cvmctl *ctl, const char *function, const attest_opts *o) {
         if (r >= 0) {
                 char hex[129], path[256];
                 cvm_snp_hex(nonce, sizeof(nonce), hex);
-                snprintf(path, sizeof(path), o->vm ? "/v1/vms/%s/attestation"
-                                                   : "/v1/functions/%s/attestation",
+                snprintf(path, sizeof(path),
+                         o->vm ? "/v1/vms/%s/attestation" : "/v1/functions/%s/attestation",
                          o->vm ? o->vm : function);
                 json_t *body = json_pack("{s:s}", "nonce", hex);
                 r = cvmctl_request_json(ctl->client, "POST", path, body, &doc, &err);
@@ -173,7 +174,8 @@ static int run_live(cvmctl *ctl, const char *function, const attest_opts *o) {
         const char *chain = json_string_value(json_object_get(doc, "cert_chain"));
         const char *key_pem = json_string_value(json_object_get(doc, "public_key"));
         if (r >= 0 && (!report_b64 || !chain || !key_pem))
-                r = cvm_error_set(&err, -EPROTO, "the daemon's answer lacks a report, chain or key");
+                r = cvm_error_set(&err, -EPROTO,
+                                  "the daemon's answer lacks a report, chain or key");
         if (r >= 0)
                 r = b64_decode(report_b64, &report, &report_len, &err);
         if (r >= 0)
@@ -236,7 +238,8 @@ static int run_verify(cvmctl *ctl, const attest_opts *o) {
         size_t report_len = 0;
         int r = load_expectations(o, measurement, &have_measurement, &policy, &pinned, &err);
         if (r >= 0 && o->report_data_hex &&
-            (strlen(o->report_data_hex) != 128 || cvm_snp_unhex(o->report_data_hex, report_data, 64) < 0))
+            (strlen(o->report_data_hex) != 128 ||
+             cvm_snp_unhex(o->report_data_hex, report_data, 64) < 0))
                 r = cvm_error_set(&err, -EINVAL, "--report-data must be 128 hex digits");
         if (r >= 0)
                 r = read_all(o->report, &report, &report_len, &err);
@@ -246,8 +249,9 @@ static int run_verify(cvmctl *ctl, const attest_opts *o) {
         if (r >= 0 && o->chain)
                 r = cvm_amd_cert_chain_load(o->chain, &ask, &ark, &err);
         else if (r >= 0)
-                r = cvm_error_set(&err, -EINVAL, "--chain (AMD's cert_chain.pem: ASK then ARK) "
-                                                 "is required");
+                r = cvm_error_set(&err, -EINVAL,
+                                  "--chain (AMD's cert_chain.pem: ASK then ARK) "
+                                  "is required");
         if (r < 0) {
                 cvm_attest_policy_done(&policy);
                 return cvmctl_fail(&err);
@@ -335,8 +339,8 @@ const cvmctl_command cvmctl_cmd_attest = {
         .summary = "verify that a function runs in a genuine SEV-SNP VM of the expected image",
         .usage = "attest FUNCTION (--expect-measurement HEX | [--expect-image] --firmware FILE\n"
                  "           [--kernel FILE] [--initrd FILE] [--append CMDLINE] [--vcpus N]\n"
-                 "           [--vcpu-type T]"
-                 "           [--guest-features HEX]) --ark FILE [--policy FILE] [--json]\n"
+                 "           [--vcpu-type T] [--guest-features HEX]) --ark FILE [--policy FILE] "
+                 "[--json]\n"
                  "       cvmctl attest --vm ID (--expect-measurement HEX | ...) --ark FILE\n"
                  "       cvmctl attest verify --report FILE --vcek FILE --chain FILE [--ark FILE]\n"
                  "           [--expect-measurement HEX | --firmware FILE ...] [--report-data HEX]\n"

@@ -33,6 +33,14 @@ extern const cvmctl_command cvmctl_cmd_health;
 extern const cvmctl_command cvmctl_cmd_version;
 extern const cvmctl_command cvmctl_cmd_measure;
 extern const cvmctl_command cvmctl_cmd_attest;
+extern const cvmctl_command cvmctl_cmd_fn;
+extern const cvmctl_command cvmctl_cmd_invoke;
+extern const cvmctl_command cvmctl_cmd_pool;
+extern const cvmctl_command cvmctl_cmd_vm;
+extern const cvmctl_command cvmctl_cmd_psp;
+extern const cvmctl_command cvmctl_cmd_stats;
+extern const cvmctl_command cvmctl_cmd_top;
+extern const cvmctl_command cvmctl_cmd_bench;
 
 /* Reports err on stderr as one line and returns CVMCTL_EXIT_FAILURE. */
 int cvmctl_fail(const cvm_error *err);

@@ -11,10 +11,9 @@
 #define DEFAULT_SOCKET "/run/cvmd/cvmd.sock"
 
 static const cvmctl_command *const commands[] = {
-        &cvmctl_cmd_health,
-        &cvmctl_cmd_version,
-        &cvmctl_cmd_measure,
-        &cvmctl_cmd_attest,
+        &cvmctl_cmd_health, &cvmctl_cmd_version, &cvmctl_cmd_measure, &cvmctl_cmd_attest,
+        &cvmctl_cmd_fn,     &cvmctl_cmd_invoke,  &cvmctl_cmd_pool,    &cvmctl_cmd_vm,
+        &cvmctl_cmd_psp,    &cvmctl_cmd_stats,   &cvmctl_cmd_top,     &cvmctl_cmd_bench,
 };
 
 static void usage(FILE *f) {

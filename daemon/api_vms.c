@@ -192,9 +192,7 @@ static void on_invoked(cvm_vm *vm, const cvm_vm_outcome *out, void *ud) {
         cvm_inv_result r = {.id = c->id, .vm_id = c->vm_id};
         cvm_inv_result_from_outcome(out, c->timeout_ms, &r, msg, sizeof(msg));
         r.total_ns = uv_hrtime() - c->started_ns;
-        if (out->agent && out->agent->stderr_len)
-                log_info("%s on %s: handler stderr: %s", c->id, vm->id,
-                         CVM_QUOTE((const char *)out->agent->stderr_tail));
+        cvm_log_handler_stderr(c->id, vm->id, out->agent);
         if (!c->cancelled) {
                 cvm_http_req_set_cancel(c->req, NULL, NULL);
                 cvm_api_reply_invocation(c->req, &r);

@@ -915,6 +915,17 @@ static void finish_error(cvm_invocation *inv, unsigned status, const char *code,
         finish(inv, &r);
 }
 
+void cvm_log_handler_stderr(const char *inv_id, const char *vm_id, const cvm_agent_result *a) {
+        if (!a || !a->stderr_len)
+                return;
+        /* The tail is not NUL-terminated: log its last bytes, bounded. */
+        char tail[161];
+        size_t n = a->stderr_len < sizeof(tail) - 1 ? a->stderr_len : sizeof(tail) - 1;
+        memcpy(tail, a->stderr_tail + (a->stderr_len - n), n);
+        tail[n] = '\0';
+        log_info("%s on %s: handler stderr: %s", inv_id, vm_id, CVM_QUOTE(tail));
+}
+
 void cvm_inv_result_from_outcome(const cvm_vm_outcome *out, uint32_t timeout_ms, cvm_inv_result *r,
                                  char *msg, size_t msg_size) {
         const cvm_agent_result *a = out->agent;
@@ -985,9 +996,7 @@ static void on_vm_result(cvm_vm *vm, const cvm_vm_outcome *out, void *ud) {
                 r.boot_ns = vm->boot_ns;
         }
         cvm_inv_result_from_outcome(out, inv->gen->spec.timeout_ms, &r, msg, sizeof(msg));
-        if (out->agent && out->agent->stderr_len)
-                log_info("%s on %s: handler stderr: %s", inv->id, vm->id,
-                         CVM_QUOTE((const char *)out->agent->stderr_tail));
+        cvm_log_handler_stderr(inv->id, vm->id, out->agent);
         /* The VM is free for the next invocation before this one is answered. */
         cvm_pool_release(inv->pvm);
         inv->pvm = NULL;

@@ -146,6 +146,9 @@ int cvm_function_attest(cvm_function *fn, const uint8_t nonce[64], cvm_fn_attest
 /* The caller stops listening; a waiting request is withdrawn. */
 void cvm_fn_attest_forget(cvm_fn_attest *a);
 
+/* Logs the tail of a handler's stderr (bounded, quoted), if it wrote any. */
+void cvm_log_handler_stderr(const char *inv_id, const char *vm_id, const cvm_agent_result *a);
+
 /* Async results: GET /v1/invocations/{id}. NULL when unknown or expired. */
 json_t *cvm_functions_async_result(cvm_functions *fns, const char *id, const char *tenant);
 
