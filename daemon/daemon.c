@@ -18,6 +18,7 @@
 #include "json.h"
 #include "listen.h"
 #include "metrics.h"
+#include "libvirt.h"
 #include "sim.h"
 #include "tenants.h"
 #include "log.h"
@@ -180,6 +181,8 @@ int cvmd_check_sections(const cvm_config *cfg, cvm_error *err) {
         if (r >= 0)
                 r = cvm_sim_check_config(json_object_get(cfg->sections, "sim"),
                                          json_object_get(cfg->sections, "psp"), err);
+        if (r >= 0)
+                r = cvm_libvirt_check_config(json_object_get(cfg->sections, "libvirt"), err);
         cvm_functions_deps fd;
         if (r >= 0)
                 r = functions_deps(cfg, &fd, err);
@@ -244,11 +247,6 @@ int cvmd_start(cvmd *d, cvm_config *cfg, cvm_error *err) {
         d->loop_ready = true;
         d->started_ns = uv_hrtime();
         cvm_log_set_level(d->cfg.log_level);
-        if (strcmp(d->cfg.host, "sim") != 0)
-                return cvm_error_set(err, -ENOTSUP,
-                                     "host %s is not available in this version of cvmd; use "
-                                     "\"sim\"",
-                                     CVM_QUOTE(d->cfg.host));
         if ((r = make_instance_id(d->instance, err)) < 0)
                 return r;
         if ((r = lock_state_dir(d->cfg.state_dir, &d->lock_fd, err)) < 0)
@@ -285,10 +283,21 @@ int cvmd_start(cvmd *d, cvm_config *cfg, cvm_error *err) {
                 return cvm_error_prefix(err, "config: ");
         if ((r = cvm_image_cache_new(&d->loop, &costs, 64, &d->images, err)) < 0)
                 return r;
-        if ((r = cvm_sim_host_new(&d->loop, d->clock, json_object_get(d->cfg.sections, "sim"), psp,
-                                  d->cfg.state_dir, &d->host, err)) < 0)
-                return cvm_error_prefix(err, "config: ");
-        d->host_runs_handlers = true;
+        if (strcmp(d->cfg.host, "libvirt") == 0) {
+                /* Opening the connection blocks (libvirt probes QEMU): before the loop runs. */
+                if ((r = cvm_libvirt_host_new(&d->loop, d->clock,
+                                              json_object_get(d->cfg.sections, "libvirt"),
+                                              d->cfg.state_dir, &d->host, err)) < 0)
+                        return cvm_error_prefix(err, "libvirt host: ");
+                /* Handlers live in the guest image, not on this machine. */
+                d->host_runs_handlers = false;
+        } else {
+                if ((r = cvm_sim_host_new(&d->loop, d->clock,
+                                          json_object_get(d->cfg.sections, "sim"), psp,
+                                          d->cfg.state_dir, &d->host, err)) < 0)
+                        return cvm_error_prefix(err, "config: ");
+                d->host_runs_handlers = true;
+        }
         d->host->on_died = on_vm_died;
         d->host->userdata = d;
         cvm_sched_config sc;
