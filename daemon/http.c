@@ -58,6 +58,7 @@ struct listener {
         uv_timer_t timer;
         bool listening;
         bool trusted;
+        int depth; /* > 0 while MHD_run runs: it must not be entered again. */
         int handles_open;
         listener *next;
 };
@@ -155,6 +156,7 @@ static bool method_matches(const char *route_method, const char *method) {
 /* Responses. */
 
 static void on_timer(uv_timer_t *handle);
+static void listener_run(listener *l);
 
 static void req_set_response(cvm_http_req *req, unsigned status, struct MHD_Response *resp) {
         if (!resp) {
@@ -174,9 +176,15 @@ static void req_set_response(cvm_http_req *req, unsigned status, struct MHD_Resp
         if (req->suspended) {
                 req->suspended = false;
                 MHD_resume_connection(req->conn);
-                /* MHD does not wake its epoll fd on resume in external mode: run it
-                 * on the loop's next turn (not here, which may be inside MHD). */
-                uv_timer_start(&req->listener->timer, on_timer, 0, 0);
+                /* MHD does not wake its epoll fd on resume in external mode. Outside
+                 * MHD, run it now: the answer leaves in this loop turn. Inside MHD
+                 * (a handler answering another request), on the next turn. Either
+                 * way req may be gone when this returns. */
+                listener *l = req->listener;
+                if (l->depth == 0)
+                        listener_run(l);
+                else
+                        uv_timer_start(&l->timer, on_timer, 0, 0);
         }
 }
 
@@ -530,8 +538,6 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 /* The loop side of each listener. */
 
-static void listener_run(listener *l);
-
 static void on_poll(uv_poll_t *handle, int status, int events) {
         (void)status;
         (void)events;
@@ -543,7 +549,9 @@ static void on_timer(uv_timer_t *handle) {
 }
 
 static void listener_run(listener *l) {
+        l->depth++;
         MHD_run(l->mhd);
+        l->depth--;
         MHD_UNSIGNED_LONG_LONG timeout;
         if (MHD_get_timeout(l->mhd, &timeout) == MHD_YES)
                 uv_timer_start(&l->timer, on_timer, timeout, 0);
