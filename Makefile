@@ -134,6 +134,12 @@ deps:
 		echo "make deps: installing$$missing"; \
 		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 			$$sudo apt-get install -y -qq --no-install-recommends $$missing; \
+	fi; \
+	if ! getent passwd libvirt-qemu >/dev/null; then \
+		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		echo "make deps: creating the system user libvirt-qemu (libvirt's QEMU driver runs guests as it)"; \
+		$$sudo useradd --system --user-group --no-create-home --home-dir /nonexistent \
+			--shell /usr/sbin/nologin libvirt-qemu || true; \
 	fi
 
 # The daemon on the sim host in the foreground, state under ./run, with the demo function.

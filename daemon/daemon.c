@@ -70,6 +70,12 @@ static uint32_t host_asids(void *userdata) {
 static void on_vm_died(cvm_vm *vm, const cvm_error *why, void *userdata) {
         (void)userdata;
         log_warn("vm %s died: %s", vm->id, why->message);
+        /* Its pool must stop handing it out now, not when its teardown (slow on
+         * libvirt) is over. */
+        void (*gone)(cvm_vm *, void *) = vm->on_gone;
+        vm->on_gone = NULL;
+        if (gone)
+                gone(vm, vm->owner);
         cvm_vm_retire(vm, why->message);
 }
 
@@ -291,6 +297,7 @@ int cvmd_start(cvmd *d, cvm_config *cfg, cvm_error *err) {
                         return cvm_error_prefix(err, "libvirt host: ");
                 /* Handlers live in the guest image, not on this machine. */
                 d->host_runs_handlers = false;
+                cvm_image_cache_set_plain_guests(d->images, !cvm_libvirt_host_snp(d->host));
         } else {
                 if ((r = cvm_sim_host_new(&d->loop, d->clock,
                                           json_object_get(d->cfg.sections, "sim"), psp,

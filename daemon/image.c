@@ -552,6 +552,7 @@ typedef struct measurement {
         /* The key; the worker reads it while running, nobody writes it. */
         cvm_image_spec spec;
         file_id files[FILE_COUNT];
+        bool plain_guests; /* A copy of the cache's: the worker must not read the cache. */
         /* Written by the worker, read on the loop after it finished. */
         int result;
         cvm_error err;
@@ -582,6 +583,7 @@ struct cvm_image_cache {
         uint64_t ready_seq;
         uv_timer_t timer;
         bool closing;
+        bool plain_guests; /* cvm_image_cache_set_plain_guests */
         cvm_image_cache_stats stats;
 };
 
@@ -704,6 +706,22 @@ static int measure_files(measurement *m) {
                 .vcpu_type = m->spec.vcpu_type,
                 .guest_features = m->spec.guest_features,
         };
+        /* A host of plain guests boots a kernel from a firmware that cannot carry
+         * its hashes: the digest then covers the firmware and VMSAs only, which
+         * is all such a guest's (informational) measurement can be. An SNP host
+         * never gets here: its measurement refuses the unmeasured kernel. */
+        cvm_snp_firmware fw;
+        if (m->plain_guests && in.kernel &&
+            cvm_snp_firmware_parse(in.firmware, in.firmware_len, &fw, NULL) >= 0) {
+                bool hashes = false;
+                for (size_t i = 0; i < fw.nsections; i++)
+                        hashes |= fw.sections[i].kind == CVM_SNP_SECTION_SNP_KERNEL_HASHES;
+                if (!hashes) {
+                        in.kernel = in.initrd = NULL;
+                        in.kernel_len = in.initrd_len = 0;
+                        in.cmdline = NULL;
+                }
+        }
         int r = cvm_snp_measure(&in, m->digest, &m->pages, &m->err);
         if (r < 0)
                 cvm_error_prefix(&m->err, "measuring %s: ", m->spec.firmware);
@@ -954,6 +972,7 @@ int cvm_image_cache_get(cvm_image_cache *c, const cvm_image_spec *spec, cvm_imag
                         return oom(err);
                 }
                 m->cache = c;
+                m->plain_guests = c->plain_guests;
                 memcpy(m->files, files, sizeof(m->files));
                 list_init(&m->waiters);
                 list_append(&c->measurements, &m->node);
@@ -1027,4 +1046,8 @@ void cvm_image_cache_free(cvm_image_cache *c) {
         }
         c->stats.entries = c->stats.pending = 0;
         uv_close((uv_handle_t *)&c->timer, on_timer_closed);
+}
+
+void cvm_image_cache_set_plain_guests(cvm_image_cache *cache, bool plain) {
+        cache->plain_guests = plain;
 }

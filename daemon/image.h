@@ -168,3 +168,7 @@ void cvm_image_cache_get_stats(const cvm_image_cache *cache, cvm_image_cache_sta
  * So the caller must run the loop again before closing it, e.g. uv_run(loop,
  * UV_RUN_DEFAULT) until it returns (no more active handles or requests). */
 void cvm_image_cache_free(cvm_image_cache *cache);
+/* The host launches plain (non-SNP) guests: a kernel given with a firmware
+ * that cannot carry kernel hashes is left out of the (informational) digest
+ * instead of refusing the image. Never set it for a host of SNP guests. */
+void cvm_image_cache_set_plain_guests(cvm_image_cache *cache, bool plain);

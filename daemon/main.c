@@ -1,4 +1,7 @@
 /* cvmd: command line, configuration, then the loop. */
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,7 +38,36 @@ static void usage(FILE *f) {
                 CVM_CONFIG_DEFAULT_PATH);
 }
 
+/* libuv (1.44, Debian 12) registers a pthread_atfork child handler at the
+ * first uv_loop_init: it closes the two fds of its signal lock pipe, by
+ * number, and opens a new pipe. libvirt starts QEMU with fork, a mass close
+ * of inherited fds, a pipe (the lowest free fds: 3 and 4) and a second fork
+ * (virCommandDaemonize). In that second child the handler runs again and
+ * closes the numbers its pipe got in the first child -- the lowest free fds
+ * at the first fork, 4 and 5 when libuv's pipe is cvmd's second fd -- so it
+ * closes libvirt's handshake pipe and QEMU never starts ("Unable to notify
+ * child process: Bad file descriptor" in the domain's log). Holding the low
+ * fds from the start keeps libuv's pipe, and every fd free at a fork,
+ * above the few libvirt's intermediate child uses. */
+#define LOW_FDS 8
+
+static void reserve_low_fds(void) {
+        for (int fd = 0; fd < LOW_FDS; fd++) {
+                if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+                        continue;
+                /* stdin, stdout and stderr stay inheritable, as if the daemon had them. */
+                int r = open("/dev/null", O_RDWR | (fd > 2 ? O_CLOEXEC : 0));
+                if (r < 0)
+                        return;
+                if (r != fd) {
+                        close(r);
+                        return;
+                }
+        }
+}
+
 int main(int argc, char **argv) {
+        reserve_low_fds();
         cvm_log_setup("cvmd");
         static const struct option opts[] = {
                 {"config", required_argument, NULL, 'c'},

@@ -1145,6 +1145,13 @@ static void host_release(lv_host *lh) {
                 virConnectClose(lh->conn);
         }
         stop_event_thread(lh);
+        /* Destroying the domains above queued STOPPED events; nobody will
+         * read them now. */
+        while (lh->events) {
+                lv_event *ev = lh->events;
+                lh->events = ev->next;
+                free(ev);
+        }
         lv_config_done(&lh->cfg);
         lh->cfg = (lv_config){0};
         free(lh->vm_dir);
@@ -1457,4 +1464,8 @@ int cvm_libvirt_host_new(uv_loop_t *loop, cvm_clock *clock, json_t *section, con
                  lh->kvm ? "KVM" : "TCG", lh->snp ? "SEV-SNP" : "plain", lh->cfg.workers);
         *ret = &lh->base;
         return 0;
+}
+
+bool cvm_libvirt_host_snp(cvm_host *host) {
+        return ((lv_host *)host)->snp;
 }

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <uv.h>
 
 #include "clock.h"
@@ -27,3 +28,6 @@ int cvm_libvirt_check_config(json_t *section, cvm_error *err);
  * libvirt probes QEMU). */
 int cvm_libvirt_host_new(uv_loop_t *loop, cvm_clock *clock, json_t *section, const char *state_dir,
                          cvm_host **ret, cvm_error *err);
+
+/* Whether the host launches SEV-SNP guests (else plain guests). */
+bool cvm_libvirt_host_snp(cvm_host *host);
