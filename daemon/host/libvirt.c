@@ -1285,8 +1285,27 @@ static int check_kvm_access(const struct passwd *pw, cvm_error *err) {
                              LV_QEMU_USER, LV_QEMU_USER);
 }
 
-/* KVM is usable when a VM with a vCPU can be created, which is more than
- * /dev/kvm existing. */
+/* Whether KVM offers guests SSE3 (CPUID leaf 1, ECX bit 0). Every x86-64
+ * CPU since 2005 has it, so a KVM that hides it is a restricted or emulated
+ * one (a sandbox's): there QEMU warns and the guest kernel hangs in early
+ * boot, although a toy guest runs. */
+static bool kvm_cpuid_sane(int kvm) {
+        enum { N = 256 };
+        _cleanup_free_ struct kvm_cpuid2 *c =
+                calloc(1, sizeof(*c) + N * sizeof(struct kvm_cpuid_entry2));
+        if (!c)
+                return false;
+        c->nent = N;
+        if (ioctl(kvm, KVM_GET_SUPPORTED_CPUID, c) < 0)
+                return false;
+        for (uint32_t i = 0; i < c->nent; i++)
+                if (c->entries[i].function == 1)
+                        return c->entries[i].ecx & 1u;
+        return false;
+}
+
+/* KVM is usable when a VM with a vCPU can be created and the CPU it offers
+ * can boot a kernel, which is more than /dev/kvm existing. */
 static bool kvm_usable(void) {
         int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
         if (kvm < 0)
@@ -1301,6 +1320,11 @@ static bool kvm_usable(void) {
                                 close(vcpu);
                         close(vmfd);
                 }
+        }
+        if (ok && !kvm_cpuid_sane(kvm)) {
+                log_info("libvirt: KVM does not offer guests SSE3; using TCG (set libvirt.accel "
+                         "to override)");
+                ok = false;
         }
         close(kvm);
         return ok;
