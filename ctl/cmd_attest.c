@@ -20,6 +20,10 @@
 #include "attest_verify.h"
 #include "cleanup.h"
 #include "ctl.h"
+#include "file.h"
+
+/* A report file is 1184 bytes; anything near this bound is not one. */
+#define ATTEST_REPORT_FILE_MAX (64u << 10)
 
 typedef struct attest_opts {
         const char *expect_hex;
@@ -210,21 +214,6 @@ static int run_live(cvmctl *ctl, const char *function, const attest_opts *o) {
         return status;
 }
 
-static int read_all(const char *path, uint8_t **ret, size_t *len, cvm_error *err) {
-        _cleanup_fclose_ FILE *f = fopen(path, "re");
-        if (!f)
-                return cvm_error_set_errno(err, -errno, "%s", path);
-        uint8_t *buf = malloc(65536);
-        size_t n = buf ? fread(buf, 1, 65536, f) : 0;
-        if (!buf || ferror(f) || n == 65536) {
-                free(buf);
-                return cvm_error_set(err, -EINVAL, "%s: unreadable or larger than 64 KiB", path);
-        }
-        *ret = buf;
-        *len = n;
-        return 0;
-}
-
 static int run_verify(cvmctl *ctl, const attest_opts *o) {
         if (!o->report || !o->vcek)
                 return usage_error("attest verify needs --report and --vcek");
@@ -242,7 +231,8 @@ static int run_verify(cvmctl *ctl, const attest_opts *o) {
              cvm_snp_unhex(o->report_data_hex, report_data, 64) < 0))
                 r = cvm_error_set(&err, -EINVAL, "--report-data must be 128 hex digits");
         if (r >= 0)
-                r = read_all(o->report, &report, &report_len, &err);
+                r = cvm_file_read(o->report, ATTEST_REPORT_FILE_MAX, &report, &report_len, NULL,
+                                  &err);
         if (r >= 0)
                 r = cvm_amd_cert_load(o->vcek, &vcek, &err);
         /* Without --chain the pinned ARK's chain file is AMD's cert_chain.pem. */

@@ -12,44 +12,23 @@
 
 #include "cleanup.h"
 #include "ctl.h"
+#include "file.h"
 #include "snp_measure.h"
 
 /* Launch files are bounded: firmware 16 MiB (the measurement's own limit),
  * kernel and initrd 1 GiB. */
-#define MAX_FILE (UINT64_C(1) << 30)
-
-static int read_file(const char *path, uint8_t **ret, size_t *ret_len, cvm_error *err) {
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-        struct stat st;
-        if (fd < 0 || fstat(fd, &st) < 0)
-                return cvm_error_set_errno(err, -errno, "%s", path);
-        if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > MAX_FILE)
-                return cvm_error_set(err, -EINVAL, "%s: not a regular file of at most 1 GiB", path);
-        uint8_t *buf = malloc(st.st_size ? (size_t)st.st_size : 1);
-        if (!buf)
-                return cvm_error_set(err, -ENOMEM, "out of memory reading %s", path);
-        size_t got = 0;
-        while (got < (size_t)st.st_size) {
-                ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
-                if (n <= 0) {
-                        free(buf);
-                        return cvm_error_set_errno(err, n < 0 ? -errno : -EIO, "reading %s", path);
-                }
-                got += (size_t)n;
-        }
-        *ret = buf;
-        *ret_len = got;
-        return 0;
-}
+#define MAX_FILE ((size_t)1 << 30)
 
 int cvmctl_measure_image(const cvmctl_image *img, uint8_t digest[CVM_SNP_DIGEST_SIZE],
                          cvm_snp_launch_pages *pages, cvm_error *err) {
         _cleanup_free_ uint8_t *fw = NULL, *kern = NULL, *rd = NULL;
         size_t fw_len = 0, kern_len = 0, rd_len = 0;
         int r;
-        if ((r = read_file(img->firmware, &fw, &fw_len, err)) < 0 ||
-            (img->kernel && (r = read_file(img->kernel, &kern, &kern_len, err)) < 0) ||
-            (img->initrd && (r = read_file(img->initrd, &rd, &rd_len, err)) < 0))
+        if ((r = cvm_file_read(img->firmware, MAX_FILE, &fw, &fw_len, NULL, err)) < 0 ||
+            (img->kernel &&
+             (r = cvm_file_read(img->kernel, MAX_FILE, &kern, &kern_len, NULL, err)) < 0) ||
+            (img->initrd &&
+             (r = cvm_file_read(img->initrd, MAX_FILE, &rd, &rd_len, NULL, err)) < 0))
                 return r;
         cvm_snp_launch_input in = {.firmware = fw,
                                    .firmware_len = fw_len,

@@ -20,6 +20,8 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "file.h"
+
 #define PSS_SALT_LEN 48               /* SHA-384's output size, as AMD signs. */
 #define SIM_VALIDITY_DAYS (25L * 365) /* AMD's ARK is valid for 25 years. */
 #define SIM_STRUCT_VERSION 1
@@ -480,47 +482,10 @@ int cvm_amd_cert_chain_parse(const uint8_t *buf, size_t len, X509 **ret_ask, X50
         return 0;
 }
 
-/* Reads a whole regular file of at most max bytes. */
-static int read_file(const char *path, size_t max, uint8_t **ret, size_t *ret_len, mode_t *ret_mode,
-                     cvm_error *err) {
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-        if (fd < 0)
-                return cvm_error_set_errno(err, -errno, "%s", path);
-        struct stat st;
-        if (fstat(fd, &st) < 0)
-                return cvm_error_set_errno(err, -errno, "%s", path);
-        if (!S_ISREG(st.st_mode))
-                return cvm_error_set(err, -EINVAL, "%s is not a regular file", path);
-        if ((uint64_t)st.st_size > max)
-                return cvm_error_set(err, -EINVAL, "%s is %lld bytes, more than %zu", path,
-                                     (long long)st.st_size, max);
-        _cleanup_free_ uint8_t *buf = malloc((size_t)st.st_size + 1);
-        if (!buf)
-                return cvm_error_set(err, -ENOMEM, "%s: out of memory", path);
-        size_t len = 0;
-        for (;;) {
-                ssize_t n = read(fd, buf + len, (size_t)st.st_size + 1 - len);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n < 0)
-                        return cvm_error_set_errno(err, -errno, "reading %s", path);
-                if (n == 0)
-                        break;
-                len += (size_t)n;
-                if (len > (size_t)st.st_size)
-                        return cvm_error_set(err, -EINVAL, "%s grew while being read", path);
-        }
-        if (ret_mode)
-                *ret_mode = st.st_mode;
-        *ret_len = len;
-        *ret = CVM_TAKE_PTR(buf);
-        return 0;
-}
-
 int cvm_amd_cert_load(const char *path, X509 **ret, cvm_error *err) {
         _cleanup_free_ uint8_t *buf = NULL;
         size_t len;
-        int r = read_file(path, CVM_AMD_CERT_FILE_MAX, &buf, &len, NULL, err);
+        int r = cvm_file_read(path, CVM_AMD_CERT_FILE_MAX, &buf, &len, NULL, err);
         if (r < 0)
                 return r;
         if ((r = cvm_amd_cert_parse(buf, len, ret, err)) < 0)
@@ -531,7 +496,7 @@ int cvm_amd_cert_load(const char *path, X509 **ret, cvm_error *err) {
 int cvm_amd_cert_chain_load(const char *path, X509 **ret_ask, X509 **ret_ark, cvm_error *err) {
         _cleanup_free_ uint8_t *buf = NULL;
         size_t len;
-        int r = read_file(path, CVM_AMD_CERT_FILE_MAX, &buf, &len, NULL, err);
+        int r = cvm_file_read(path, CVM_AMD_CERT_FILE_MAX, &buf, &len, NULL, err);
         if (r < 0)
                 return r;
         if ((r = cvm_amd_cert_chain_parse(buf, len, ret_ask, ret_ark, err)) < 0)
@@ -664,7 +629,7 @@ static int load_key(const char *path, EVP_PKEY **ret, cvm_error *err) {
         _cleanup_free_ uint8_t *buf = NULL;
         size_t len;
         mode_t mode;
-        int r = read_file(path, CVM_AMD_CERT_FILE_MAX, &buf, &len, &mode, err);
+        int r = cvm_file_read(path, CVM_AMD_CERT_FILE_MAX, &buf, &len, &mode, err);
         if (r < 0)
                 return r;
         if (mode & 077) {

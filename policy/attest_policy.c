@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "file.h"
 #include "json.h"
 
 void cvm_attest_policy_init(cvm_attest_policy *p) {
@@ -195,34 +196,14 @@ out:
 
 int cvm_attest_policy_load(const char *path, cvm_attest_policy *p, cvm_error *err) {
         cvm_attest_policy_init(p);
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-        if (fd < 0)
-                return cvm_error_set_errno(err, -errno, "attestation policy %s", path);
-        struct stat st;
-        if (fstat(fd, &st) < 0)
-                return cvm_error_set_errno(err, -errno, "attestation policy %s", path);
-        if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > CVM_ATTEST_POLICY_FILE_MAX)
-                return cvm_error_set(err, -EINVAL,
-                                     "attestation policy %s is not a regular file of at most %u "
-                                     "bytes",
-                                     path, CVM_ATTEST_POLICY_FILE_MAX);
-        _cleanup_free_ char *buf = malloc((size_t)st.st_size + 1);
-        if (!buf)
-                return cvm_error_set(err, -ENOMEM, "attestation policy %s: out of memory", path);
-        size_t len = 0;
-        for (;;) {
-                ssize_t n = read(fd, buf + len, (size_t)st.st_size + 1 - len);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n < 0)
-                        return cvm_error_set_errno(err, -errno, "reading %s", path);
-                if (n == 0)
-                        break;
-                len += (size_t)n;
-                if (len > (size_t)st.st_size)
-                        return cvm_error_set(err, -EINVAL, "%s grew while being read", path);
+        _cleanup_free_ uint8_t *buf = NULL;
+        size_t len;
+        int r = cvm_file_read(path, CVM_ATTEST_POLICY_FILE_MAX, &buf, &len, NULL, err);
+        if (r < 0) {
+                cvm_error_prefix(err, "attestation policy: ");
+                return r;
         }
-        int r = cvm_attest_policy_parse(buf, len, p, err);
+        r = cvm_attest_policy_parse((const char *)buf, len, p, err);
         if (r < 0)
                 cvm_error_prefix(err, "attestation policy %s: ", path);
         return r;

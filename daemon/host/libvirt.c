@@ -23,6 +23,7 @@
 
 #include "agent_client.h"
 #include "cleanup.h"
+#include "file.h"
 #include "json.h"
 #include "libvirt_xml.h"
 #include "log.h"
@@ -32,6 +33,7 @@
 #define LV_WORKERS_MAX 32u
 #define LV_MAX_RESPONSE (6u << 20) /* As the sim: the stderr tail fits beside it in a frame. */
 #define LV_NAME_MAX 64
+#define LV_CERT_CHAIN_MAX (1u << 20)
 
 typedef enum lv_snp_mode { SNP_AUTO, SNP_ON, SNP_OFF } lv_snp_mode;
 typedef enum lv_accel { ACCEL_AUTO, ACCEL_TCG, ACCEL_KVM } lv_accel;
@@ -1330,30 +1332,6 @@ static bool kvm_usable(void) {
         return ok;
 }
 
-static int read_file(const char *path, char **ret, cvm_error *err) {
-        _cleanup_fclose_ FILE *f = fopen(path, "re");
-        if (!f)
-                return cvm_error_set_errno(err, -errno, "libvirt.cert_chain: cannot open %s",
-                                           CVM_QUOTE(path));
-        char *buf = NULL;
-        size_t len = 0;
-        FILE *m = open_memstream(&buf, &len);
-        if (!m)
-                return cvm_error_set(err, -ENOMEM, "out of memory");
-        char chunk[4096];
-        size_t n;
-        while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0 && len < (1u << 20))
-                fwrite(chunk, 1, n, m);
-        fclose(m);
-        if (len >= (1u << 20)) {
-                free(buf);
-                return cvm_error_set(err, -EFBIG, "libvirt.cert_chain: %s is over 1 MiB",
-                                     CVM_QUOTE(path));
-        }
-        *ret = buf;
-        return 0;
-}
-
 static int host_open(lv_host *lh, const char *state_dir, cvm_error *err) {
         int r;
         if (!lh->cfg.uri &&
@@ -1394,8 +1372,13 @@ static int host_open(lv_host *lh, const char *state_dir, cvm_error *err) {
                         return cvm_error_set_errno(err, -errno, "cannot hand %s to %s",
                                                    CVM_QUOTE(lh->vm_dir), LV_QEMU_USER);
         }
-        if (lh->cfg.cert_chain && (r = read_file(lh->cfg.cert_chain, &lh->chain_pem, err)) < 0)
-                return r;
+        if (lh->cfg.cert_chain) {
+                size_t len;
+                r = cvm_file_read(lh->cfg.cert_chain, LV_CERT_CHAIN_MAX, (uint8_t **)&lh->chain_pem,
+                                  &len, NULL, err);
+                if (r < 0)
+                        return cvm_error_prefix(err, "libvirt.cert_chain: ");
+        }
 
         /* The embedded driver needs libvirt's event loop running before it opens. */
         virSetErrorFunc(NULL, quiet_errors);

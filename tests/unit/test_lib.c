@@ -4,11 +4,15 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
 
 #include "error.h"
+#include "file.h"
 #include "json.h"
 #include "log.h"
 
@@ -92,11 +96,45 @@ static void test_quote(void **state) {
         assert_string_equal(cvm_log_level_to_string(CVM_LOG_DEBUG), "debug");
 }
 
+static void test_file_read(void **state) {
+        (void)state;
+        char dir[] = "/tmp/cvm-test-file.XXXXXX";
+        assert_non_null(mkdtemp(dir));
+        char path[64];
+        snprintf(path, sizeof(path), "%s/f", dir);
+        FILE *f = fopen(path, "we");
+        assert_non_null(f);
+        fputs("hello", f);
+        fclose(f);
+
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        mode_t mode = 0;
+        cvm_error err = {0};
+        assert_int_equal(cvm_file_read(path, 5, &buf, &len, &mode, &err), 0);
+        assert_int_equal(len, 5);
+        assert_string_equal((char *)buf, "hello"); /* NUL-terminated. */
+        assert_true(S_ISREG(mode));
+        free(buf);
+
+        /* Over the bound, a directory, a missing file: refused, saying why. */
+        buf = NULL;
+        assert_int_equal(cvm_file_read(path, 4, &buf, &len, NULL, &err), -EINVAL);
+        assert_non_null(strstr(err.message, "more than 4"));
+        assert_int_equal(cvm_file_read(dir, 4096, &buf, &len, NULL, &err), -EINVAL);
+        assert_non_null(strstr(err.message, "not a regular file"));
+        unlink(path);
+        assert_int_equal(cvm_file_read(path, 4096, &buf, &len, NULL, &err), -ENOENT);
+        assert_null(buf);
+        rmdir(dir);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_error_model),
                 cmocka_unit_test(test_json_helpers),
                 cmocka_unit_test(test_quote),
+                cmocka_unit_test(test_file_read),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
