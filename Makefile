@@ -30,7 +30,7 @@ CLANG_FORMAT ?= clang-format
 # Debian packages the build and the tests need; `make deps` installs those missing.
 DEB_PACKAGES := gcc make pkg-config libuv1-dev libmicrohttpd-dev libsqlite3-dev libjansson-dev \
 	libsystemd-dev libssl-dev libcurl4-openssl-dev libcmocka-dev sqlite3 curl systemd util-linux \
-	python3 ovmf \
+	python3 ovmf gdb \
 	libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 busybox-static cpio
 
 PKGS_DAEMON := libuv libmicrohttpd sqlite3 jansson libsystemd libcrypto libvirt
@@ -83,11 +83,14 @@ PROGRAMS += $(patsubst firmware/tools/%.c,$(BUILD)/%,$(FWTOOL_SRCS))
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRCS))
 BENCH_BINS := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 
+# The boot verifier ROM (firmware/verifier).
+include firmware/verifier/verifier.mk
+
 .PHONY: all deps run check asan test unit integration install uninstall format format-check \
 	bench fuzz clean build-all
 .DEFAULT_GOAL := all
 
-all: $(PROGRAMS)
+all: $(PROGRAMS) $(VERIFIER)
 
 build-all: all $(UNIT_BINS) $(BENCH_BINS)
 
@@ -225,4 +228,4 @@ clean:
 # and an initrd. See firmware/guest.mk.
 -include firmware/guest.mk
 
--include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj $(VF_OBJDIR) -name '*.d' 2>/dev/null)

@@ -17,6 +17,9 @@ const uint8_t cvm_snp_guid_sev_metadata[16] =
 const uint8_t cvm_snp_guid_hash_table[16] =
         CVM_SNP_GUID(0x7255371f, 0x3a3b, 0x4b04, 0x92, 0x7b, 0x1d, 0xa6, 0xef, 0xa8, 0xd4, 0x54);
 
+const uint8_t cvm_snp_guid_verifier_config[16] =
+        CVM_SNP_GUID(0xa5d2ac66, 0xf72f, 0x49c9, 0xbf, 0xb8, 0x07, 0xdc, 0x8e, 0x0d, 0x31, 0xca);
+
 #define FOUR_GIB (UINT64_C(1) << 32)
 /* The footer GUID ends 32 bytes before the image end, preceded by the u16
  * length of the whole table (entries, length and footer GUID). */
@@ -37,7 +40,7 @@ static uint32_t le32_at(const uint8_t *p) {
         return le32toh(v);
 }
 
-enum { ENTRY_RESET_BLOCK, ENTRY_SEV_METADATA, ENTRY_HASH_TABLE, N_ENTRIES };
+enum { ENTRY_RESET_BLOCK, ENTRY_SEV_METADATA, ENTRY_HASH_TABLE, ENTRY_VERIFIER_CONFIG, N_ENTRIES };
 
 typedef struct table_entry {
         const uint8_t *data; /* NULL when the table has no such entry. */
@@ -52,6 +55,7 @@ static const struct {
         [ENTRY_RESET_BLOCK] = {cvm_snp_guid_reset_block, "SEV-ES reset block", 4},
         [ENTRY_SEV_METADATA] = {cvm_snp_guid_sev_metadata, "SEV metadata", 4},
         [ENTRY_HASH_TABLE] = {cvm_snp_guid_hash_table, "SEV hash table", 8},
+        [ENTRY_VERIFIER_CONFIG] = {cvm_snp_guid_verifier_config, "cvmd verifier configuration", 4},
 };
 
 /* Walks the table backwards from its end, as its entries are laid out. The
@@ -222,6 +226,16 @@ int cvm_snp_firmware_parse(const uint8_t *image, size_t size, cvm_snp_firmware *
                 ret->has_hash_table = true;
                 ret->hash_table_gpa = le32_at(entries[ENTRY_HASH_TABLE].data);
                 ret->hash_table_size = le32_at(entries[ENTRY_HASH_TABLE].data + 4);
+        }
+        if (entries[ENTRY_VERIFIER_CONFIG].data) {
+                uint32_t off = le32_at(entries[ENTRY_VERIFIER_CONFIG].data);
+                if (off < 8 || off > size)
+                        return cvm_error_set(err, -EINVAL,
+                                             "cvmd verifier configuration: offset 0x%x from the "
+                                             "image end is outside the image",
+                                             off);
+                ret->has_verifier_config = true;
+                ret->verifier_config_offset = size - off;
         }
         if (entries[ENTRY_SEV_METADATA].data)
                 return parse_sev_metadata(image, &entries[ENTRY_SEV_METADATA], ret, err);

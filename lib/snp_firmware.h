@@ -33,6 +33,10 @@ extern const uint8_t cvm_snp_guid_sev_metadata[16];
 /* 7255371f-3a3b-4b04-927b-1da6efa8d454: u32 GPA and u32 size of the kernel-hashes table. */
 extern const uint8_t cvm_snp_guid_hash_table[16];
 
+/* a5d2ac66-f72f-49c9-bfb8-07dc8e0d31ca: cvmd's boot verifier (firmware/verifier):
+ * u32 offset of its configuration block from the image end. */
+extern const uint8_t cvm_snp_guid_verifier_config[16];
+
 /* Section types of the SEV metadata (OvmfPkg/ResetVector/X64/OvmfSevMetadata.asm). */
 typedef enum cvm_snp_section_kind {
         CVM_SNP_SECTION_SNP_SEC_MEM = 0x1,
@@ -56,7 +60,9 @@ typedef struct cvm_snp_firmware {
         bool has_hash_table;
         uint32_t hash_table_gpa;
         uint32_t hash_table_size;
-        size_t nsections; /* In metadata order, which is the launch order. */
+        bool has_verifier_config;      /* The image is cvmd's boot verifier. */
+        size_t verifier_config_offset; /* From the image start; at least 8 bytes inside. */
+        size_t nsections;              /* In metadata order, which is the launch order. */
         cvm_snp_section sections[CVM_SNP_MAX_SECTIONS];
 } cvm_snp_firmware;
 

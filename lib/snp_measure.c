@@ -123,11 +123,17 @@ static int put_ht_entry(uint8_t *entry, const uint8_t guid[16], const void *data
 /* QEMU's hash table: SHA-256 of the command line (with its NUL), the
  * initrd and the kernel, each under its GUID, after a header GUID and the
  * unpadded length. */
-static int build_hash_table(const cvm_snp_launch_input *in, uint8_t table[HT_PADDED_SIZE],
-                            cvm_error *err) {
-        const char *cmdline = in->cmdline ? in->cmdline : "";
-        const uint8_t *initrd = in->initrd ? in->initrd : (const uint8_t *)"";
-        size_t initrd_len = in->initrd ? in->initrd_len : 0;
+_Static_assert(HT_PADDED_SIZE == CVM_SNP_HASH_TABLE_SIZE, "QEMU's padded hash table size");
+
+int cvm_snp_hash_table_build(const uint8_t *kernel, size_t kernel_len, const uint8_t *initrd,
+                             size_t initrd_len, const char *cmdline,
+                             uint8_t table[CVM_SNP_HASH_TABLE_SIZE], cvm_error *err) {
+        if (!cmdline)
+                cmdline = "";
+        if (!initrd) {
+                initrd = (const uint8_t *)"";
+                initrd_len = 0;
+        }
         uint16_t len = htole16(HT_SIZE);
         memset(table, 0, HT_PADDED_SIZE);
         memcpy(table, guid_ht_header, 16);
@@ -137,8 +143,8 @@ static int build_hash_table(const cvm_snp_launch_input *in, uint8_t table[HT_PAD
         if (r == 0)
                 r = put_ht_entry(entries + HT_ENTRY_SIZE, guid_ht_initrd, initrd, initrd_len, err);
         if (r == 0)
-                r = put_ht_entry(entries + 2 * HT_ENTRY_SIZE, guid_ht_kernel, in->kernel,
-                                 in->kernel_len, err);
+                r = put_ht_entry(entries + 2 * HT_ENTRY_SIZE, guid_ht_kernel, kernel, kernel_len,
+                                 err);
         return r;
 }
 
@@ -163,7 +169,8 @@ static int launch_kernel_hashes(launch *l, const cvm_snp_firmware *fw, const cvm
                                      "SNP_KERNEL_HASHES section (gpa 0x%x, size 0x%x)",
                                      offset, s->gpa, s->size);
         uint8_t table[HT_PADDED_SIZE];
-        int r = build_hash_table(in, table, err);
+        int r = cvm_snp_hash_table_build(in->kernel, in->kernel_len, in->initrd, in->initrd_len,
+                                         in->cmdline, table, err);
         if (r < 0)
                 return r;
         /* The table starts in the first page and may run into the second. */

@@ -86,5 +86,13 @@ typedef struct cvm_snp_launch_pages {
 int cvm_snp_measure(const cvm_snp_launch_input *in, uint8_t digest[CVM_SNP_DIGEST_SIZE],
                     cvm_snp_launch_pages *ret_pages, cvm_error *err);
 
+/* QEMU's kernel-hashes table (SevHashTable padded to 16 bytes) for a
+ * kernel, initrd and command line, as QEMU writes it into the firmware's
+ * kernel-hashes page. */
+#define CVM_SNP_HASH_TABLE_SIZE 176
+int cvm_snp_hash_table_build(const uint8_t *kernel, size_t kernel_len, const uint8_t *initrd,
+                             size_t initrd_len, const char *cmdline,
+                             uint8_t table[CVM_SNP_HASH_TABLE_SIZE], cvm_error *err);
+
 /* Writes digest as lowercase hex into buf (CVM_SNP_DIGEST_HEX_SIZE bytes); returns buf. */
 const char *cvm_snp_digest_to_hex(const uint8_t digest[CVM_SNP_DIGEST_SIZE], char *buf);

@@ -56,9 +56,25 @@ start_daemon() {
         return 1
 }
 
-# stop_daemon: SIGTERM and wait; the exit status is left in STOP_RC.
+# stop_daemon: SIGTERM and wait; the exit status is left in STOP_RC. A
+# daemon that has not exited after CVM_STOP_TIMEOUT seconds (default 120) is
+# a failure: its threads' stacks and its log are printed, then it is killed.
 stop_daemon() {
         kill -TERM "$CVMD_PID"
+        local waited=0 limit=$((${CVM_STOP_TIMEOUT:-120} * 10))
+        while kill -0 "$CVMD_PID" 2>/dev/null && [ "$(ps -o stat= -p "$CVMD_PID")" != Z ]; do
+                if [ "$waited" -ge "$limit" ]; then
+                        not_ok "cvmd exits within ${CVM_STOP_TIMEOUT:-120} s of SIGTERM"
+                        gdb -batch -p "$CVMD_PID" -ex 'thread apply all bt' 2>&1 |
+                                grep -E '^(Thread|#)' | sed 's/^/#   /'
+                        echo "# daemon log:"
+                        tail -n 40 "$LOG" | sed 's/^/#   /'
+                        kill -KILL "$CVMD_PID"
+                        break
+                fi
+                sleep 0.1
+                waited=$((waited + 1))
+        done
         STOP_RC=0
         wait "$CVMD_PID" || STOP_RC=$?
         CVMD_PID=

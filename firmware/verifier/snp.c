@@ -1,0 +1,171 @@
+/* The SEV-SNP side of the verifier, written against the SEV-SNP firmware
+ * ABI (PVALIDATE, page states) and the GHCB specification v2 (the MSR
+ * protocol and the IOIO exit). It cannot run on this project's machines,
+ * which have no SNP; docs/firmware.md says how it was reviewed. */
+#include "vf.h"
+
+#define MSR_GHCB 0xc0010130
+#define GHCB_MSR_REGISTER_REQ 0x012
+#define GHCB_MSR_REGISTER_RESP 0x013
+#define GHCB_MSR_PSC_REQ 0x014
+#define GHCB_MSR_PSC_RESP 0x015
+#define GHCB_MSR_TERM_REQ 0x100
+#define PSC_PRIVATE 1
+#define PSC_SHARED 2
+#define PVALIDATE_FAIL_SIZEMISMATCH 6
+/* GHCB page offsets (save area, then the exit fields). */
+#define GHCB_RAX 0x1f8
+#define GHCB_SW_EXIT_CODE 0x390
+#define GHCB_SW_EXIT_INFO_1 0x398
+#define GHCB_SW_EXIT_INFO_2 0x3a0
+#define GHCB_VALID_BITMAP 0x3f0
+#define GHCB_PROTOCOL_VERSION 0xffa
+#define GHCB_USAGE 0xffc
+#define SVM_EXIT_IOIO 0x7b
+#define IOIO_TYPE_IN 0x1
+#define IOIO_A16 0x80
+#define TWO_MIB 0x200000ull
+
+vf_snp vf_snp_state;
+/* The first 2 MiB in 4 KiB pages: the GHCB and the bounce buffer must be
+ * mapped without the C-bit, everything else with it. */
+static uint64_t low_pt[512] __attribute__((aligned(4096)));
+
+static void wrmsr(uint32_t msr, uint64_t v) {
+        __asm__ volatile("wrmsr" : : "c"(msr), "a"((uint32_t)v), "d"((uint32_t)(v >> 32)));
+}
+
+static uint64_t rdmsr(uint32_t msr) {
+        uint32_t lo, hi;
+        __asm__ volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr));
+        return (uint64_t)hi << 32 | lo;
+}
+
+static void vmgexit(void) {
+        __asm__ volatile(".byte 0xf3, 0x0f, 0x01, 0xd9" ::: "memory"); /* rep vmmcall */
+}
+
+/* One GHCB MSR protocol exchange; the response is checked by the caller. */
+static uint64_t msr_protocol(uint64_t request) {
+        wrmsr(MSR_GHCB, request);
+        vmgexit();
+        return rdmsr(MSR_GHCB);
+}
+
+void vf_snp_terminate(unsigned reason) {
+        /* Reason code set 0 (general); the code itself in bits 23:16. */
+        wrmsr(MSR_GHCB, GHCB_MSR_TERM_REQ | (uint64_t)(reason & 0xff) << 16);
+        vmgexit();
+}
+
+/* PVALIDATE: rc 0 or "no update" (already in that state) is fine. */
+static unsigned pvalidate(uint64_t va, bool large, bool validate, bool *ret_unchanged) {
+        unsigned rc;
+        bool cf;
+        __asm__ volatile(".byte 0xf2, 0x0f, 0x01, 0xff" /* pvalidate */
+                         : "=a"(rc), "=@ccc"(cf)
+                         : "a"(va), "c"((unsigned)large), "d"((unsigned)validate)
+                         : "memory");
+        if (ret_unchanged)
+                *ret_unchanged = cf;
+        return rc;
+}
+
+static void validate_page(uint64_t va, bool large) {
+        unsigned rc = pvalidate(va, large, true, NULL);
+        if (rc != 0)
+                vf_halt("PVALIDATE of 0x%lx failed (%u)", va, rc);
+}
+
+void vf_snp_validate(uint64_t start, uint64_t end) {
+        uint64_t a = start & ~0xfffull;
+        while (a < end) {
+                if (!(a & (TWO_MIB - 1)) && a + TWO_MIB <= end) {
+                        unsigned rc = pvalidate(a, true, true, NULL);
+                        if (rc == 0) {
+                                a += TWO_MIB;
+                                continue;
+                        }
+                        /* The host backs this range with 4 KiB pages. */
+                        if (rc != PVALIDATE_FAIL_SIZEMISMATCH)
+                                vf_halt("PVALIDATE of 0x%lx (2 MiB) failed (%u)", a, rc);
+                        for (uint64_t p = a; p < a + TWO_MIB; p += 0x1000)
+                                validate_page(p, false);
+                        a += TWO_MIB;
+                        continue;
+                }
+                validate_page(a, false);
+                a += 0x1000;
+        }
+}
+
+/* A private page becomes shared: rescind its validation, drop the C-bit
+ * from its mapping, then ask the host to change its state. */
+static void make_shared(uint64_t gpa, bool was_validated) {
+        if (was_validated) {
+                unsigned rc = pvalidate(gpa, false, false, NULL);
+                if (rc != 0)
+                        vf_halt("PVALIDATE rescind of 0x%lx failed (%u)", gpa, rc);
+        }
+        low_pt[gpa >> 12] &= ~vf_snp_state.cbit_mask;
+        __asm__ volatile("invlpg (%0)" : : "r"(gpa) : "memory");
+        uint64_t resp =
+                msr_protocol(GHCB_MSR_PSC_REQ | (gpa & ~0xfffull) | (uint64_t)PSC_SHARED << 52);
+        if ((resp & 0xfff) != GHCB_MSR_PSC_RESP || resp >> 32)
+                vf_halt("the host refused to share page 0x%lx", gpa);
+}
+
+void vf_snp_init(unsigned cbit) {
+        vf_snp_state.cbit = cbit;
+        vf_snp_state.cbit_mask = 1ull << cbit;
+        /* Split the first 2 MiB (PD0[0]) into 4 KiB pages, all private. */
+        uint64_t *pd0 = (uint64_t *)(VF_PAGE_TABLES + 0x2000);
+        for (unsigned i = 0; i < 512; i++)
+                low_pt[i] = (uint64_t)i << 12 | 0x3 | vf_snp_state.cbit_mask;
+        pd0[0] = (uint64_t)(uintptr_t)low_pt | 0x3 | vf_snp_state.cbit_mask;
+        uint64_t cr3;
+        __asm__ volatile("mov %%cr3, %0; mov %0, %%cr3" : "=r"(cr3) : : "memory");
+
+        /* Until the GHCB works, no port I/O: no messages either. */
+        make_shared(VF_GHCB, true); /* pre-validated by the launch (SNP_SEC_MEM) */
+        for (uint64_t p = VF_BOUNCE; p < VF_BOUNCE + VF_BOUNCE_SIZE; p += 0x1000)
+                make_shared(p, false);
+        memset((void *)VF_GHCB, 0, 0x1000);
+        uint64_t resp = msr_protocol(GHCB_MSR_REGISTER_REQ | VF_GHCB);
+        if ((resp & 0xfff) != GHCB_MSR_REGISTER_RESP || (resp & ~0xfffull) != VF_GHCB)
+                vf_snp_terminate(1);
+        vf_snp_state.active = true;
+}
+
+static void set_field(uint8_t *ghcb, unsigned off, uint64_t v) {
+        vf_put_le64(ghcb + off, v);
+        ghcb[GHCB_VALID_BITMAP + off / 64] |= (uint8_t)(1u << ((off / 8) % 8));
+}
+
+uint32_t vf_snp_ioio(uint16_t port, unsigned size, bool in, uint32_t value) {
+        uint8_t *ghcb = (uint8_t *)VF_GHCB;
+        memset(ghcb + GHCB_VALID_BITMAP, 0, 16);
+        uint64_t info = (uint64_t)port << 16 | IOIO_A16 |
+                        (size == 1   ? 0x10
+                         : size == 2 ? 0x20
+                                     : 0x40);
+        if (in)
+                info |= IOIO_TYPE_IN;
+        set_field(ghcb, GHCB_RAX, in ? 0 : value);
+        set_field(ghcb, GHCB_SW_EXIT_CODE, SVM_EXIT_IOIO);
+        set_field(ghcb, GHCB_SW_EXIT_INFO_1, info);
+        set_field(ghcb, GHCB_SW_EXIT_INFO_2, 0);
+        ghcb[GHCB_PROTOCOL_VERSION] = 2;
+        ghcb[GHCB_PROTOCOL_VERSION + 1] = 0;
+        vf_put_le32(ghcb + GHCB_USAGE, 0);
+        wrmsr(MSR_GHCB, VF_GHCB);
+        vmgexit();
+        if ((uint32_t)vf_le64(ghcb + GHCB_SW_EXIT_INFO_1) != 0)
+                vf_snp_terminate(2); /* no console to say it on: this was the console */
+        if (!in)
+                return 0;
+        if (!(ghcb[GHCB_VALID_BITMAP + GHCB_RAX / 64] & (1u << ((GHCB_RAX / 8) % 8))))
+                vf_snp_terminate(2);
+        uint32_t v = (uint32_t)vf_le64(ghcb + GHCB_RAX);
+        return size == 1 ? (v & 0xff) : size == 2 ? (v & 0xffff) : v;
+}

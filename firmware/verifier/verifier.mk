@@ -1,0 +1,28 @@
+# cvmd's boot verifier (firmware/verifier, docs/firmware.md): a 64 KiB ROM
+# that QEMU loads with -bios. Freestanding, never sanitized, whatever
+# SANITIZE says; included by the Makefile and part of `all`.
+
+VERIFIER := $(BUILD)/firmware/verifier.bin
+VF_OBJDIR := $(BUILD)/firmware/obj
+VF_SRCS := $(wildcard firmware/verifier/*.c)
+VF_OBJS := $(VF_OBJDIR)/reset.o $(patsubst firmware/verifier/%.c,$(VF_OBJDIR)/%.o,$(VF_SRCS))
+# The large code model: the ROM sits just below 4 GiB and its .bss near 0,
+# too far apart for 32-bit or RIP-relative addressing.
+VF_CFLAGS := -std=c17 $(WARNINGS) -ffreestanding -fno-builtin -nostdinc -isystem \
+	$(shell $(CC) -print-file-name=include) -m64 -mcmodel=large -mno-red-zone \
+	-mgeneral-regs-only -fno-pic -fno-pie -fno-stack-protector -fcf-protection=none \
+	-fno-asynchronous-unwind-tables -Os -MMD -MP -Ifirmware/verifier
+
+$(VF_OBJDIR)/%.o: firmware/verifier/%.c
+	@mkdir -p $(dir $@)
+	$(call quiet,CC,$@)$(CC) $(VF_CFLAGS) -c -o $@ $<
+
+$(VF_OBJDIR)/reset.o: firmware/verifier/reset.S firmware/verifier/layout.h
+	@mkdir -p $(dir $@)
+	$(call quiet,AS,$@)$(CC) -m64 -Ifirmware/verifier -c -o $@ $<
+
+$(BUILD)/firmware/verifier.elf: $(VF_OBJS) firmware/verifier/verifier.ld
+	$(call quiet,LD,$@)$(LD) -nostdlib -static -T firmware/verifier/verifier.ld -o $@ $(VF_OBJS)
+
+$(VERIFIER): $(BUILD)/firmware/verifier.elf
+	$(call quiet,BIN,$@)objcopy -O binary -j .text -j .rodata -j .reset --gap-fill 0xff $< $@

@@ -1,0 +1,143 @@
+# cvmd's boot verifier (firmware/verifier) under QEMU (TCG): the image's
+# layout as QEMU and `cvmctl measure` read it, then real boots of Debian's
+# kernel and the guest image with -bios set to the verifier, on q35 and pc:
+# unverified where the image allows it, verified against a hash table that
+# verifier-patch writes into a copy of the image, and halted, with the
+# reason on the console, for a tampered kernel, initrd or command line.
+. "$(dirname "$0")/lib.sh"
+
+VF="$CVM_ROOT/$CVM_BUILD/firmware/verifier.bin"
+PATCH="$CVM_ROOT/$CVM_BUILD/verifier-patch"
+
+expect "the ROM is 64 KiB" "$(stat -c %s "$VF")" '^65536$'
+code=$(size -A "$CVM_ROOT/$CVM_BUILD/firmware/verifier.elf" | awk '$1==".text"||$1==".rodata"{s+=$2} END{print s}')
+expect "code and constants are under 16 KiB ($code bytes)" "$([ "$code" -lt 16384 ] && echo yes)" '^yes$'
+out=$("$CVMCTL" measure --firmware "$VF" --vcpus 1 --json)
+pages=$(printf '%s' "$out" | python3 -c 'import json,sys; p=json.load(sys.stdin)["pages"]; print(" ".join("%s=%d" % (k, p[k]) for k in sorted(p)))')
+expect "measured: the 16 ROM pages, its zero, secrets and CPUID pages, one VMSA" "$pages" \
+        '^cpuid=1 kernel_hashes=0 normal=16 secrets=1 vmsa=1 zero=24$'
+out=$("$PATCH" /usr/share/ovmf/OVMF.fd -o "$TMP/x.bin" 2>&1); rc=$?
+expect "verifier-patch refuses an image that is not the verifier" "$rc $out" '^1 .*not a cvmd boot verifier'
+out=$("$PATCH" "$VF" -o "$TMP/x.bin" --initrd /dev/null 2>&1); rc=$?
+expect "verifier-patch: --initrd needs --kernel" "$rc" '^2$'
+
+if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
+        echo "ok - boots # SKIP qemu-system-x86_64 is not installed"
+        finish
+fi
+case $CVM_BUILD in
+*/asan)
+        echo "ok - boots # SKIP the verifier and the guest are not sanitized; see the plain build"
+        finish
+        ;;
+esac
+
+QEMU_PID=
+vf_cleanup() {
+        if [ -n "$QEMU_PID" ] && kill -0 "$QEMU_PID" 2>/dev/null; then
+                kill -KILL "$QEMU_PID" 2>/dev/null
+                wait "$QEMU_PID" 2>/dev/null
+        fi
+        cleanup
+}
+trap vf_cleanup EXIT
+
+GUEST="$CVM_ROOT/$CVM_BUILD/guest"
+if ! out=$(cd "$CVM_ROOT" && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
+        make --no-print-directory BUILD="$CVM_BUILD" "$GUEST/cvm-guest-probe" \
+        "$GUEST/initrd-demo.cpio.gz" 2>&1); then
+        if [ ! -s "$GUEST/kernel/vmlinuz" ] && printf '%s' "$out" | grep -q 'fetch-kernel'; then
+                echo "ok - boots # SKIP the kernel package could not be fetched"
+                finish
+        fi
+        not_ok "guest pieces build" "$out"
+        finish
+fi
+KERNEL="$GUEST/kernel/vmlinuz"
+INITRD="$GUEST/initrd-demo.cpio.gz"
+APPEND="console=ttyS0 quiet panic=-1 tsc=reliable no_timer_check i8042.noaux i8042.nokbd \
+i8042.nopnp cryptomgr.notests"
+
+"$PATCH" "$VF" -o "$TMP/allow.bin" --allow-unverified || not_ok "verifier-patch --allow-unverified"
+"$PATCH" "$VF" -o "$TMP/hashes.bin" --kernel "$KERNEL" --initrd "$INITRD" --append "$APPEND" ||
+        not_ok "verifier-patch --kernel --initrd --append"
+
+# qemu_run NAME MACHINE BIOS KERNEL INITRD APPEND [PROBE ARGS...]: boots
+# with an agent port and isa-debug-exit (a halt ends QEMU with status 3).
+# With probe arguments the probe drives the agent and the VM must power
+# itself off; without, QEMU must exit by itself. Leaves QEMU's status in
+# QRC and the console in $TMP/NAME.console.
+qemu_run() {
+        local name=$1 machine=$2 bios=$3 kernel=$4 initrd=$5 append=$6
+        shift 6
+        local sock="$TMP/$name.sock"
+        qemu-system-x86_64 -accel tcg -cpu max -M "$machine" -m 256 -smp 1 -nodefaults \
+                -no-user-config -display none -monitor none -nic none -no-reboot \
+                -bios "$bios" -serial "file:$TMP/$name.console" \
+                -kernel "$kernel" -initrd "$initrd" -append "$append" \
+                -device isa-debug-exit,iobase=0xf4,iosize=4 -device virtio-serial-pci \
+                -chardev "socket,id=agent,path=$sock,server=on,wait=off" \
+                -device virtserialport,chardev=agent,name=org.cvmd.agent \
+                >"$TMP/$name.qemu" 2>&1 &
+        QEMU_PID=$!
+        if [ $# -gt 0 ]; then
+                local rc=0
+                timeout 60 "$GUEST/cvm-guest-probe" --socket "$sock" --timeout-ms 45000 "$@" \
+                        >"$TMP/$name.probe" 2>&1 || rc=$?
+                if [ "$rc" -eq 0 ]; then
+                        ok "$name: the agent answers"
+                else
+                        not_ok "$name: the agent answers" "probe exit $rc" "$(cat "$TMP/$name.probe")" \
+                                "$(tail -n 20 "$TMP/$name.console")"
+                fi
+        fi
+        QRC=
+        for _ in $(seq 1 300); do
+                if ! kill -0 "$QEMU_PID" 2>/dev/null; then
+                        wait "$QEMU_PID"
+                        QRC=$?
+                        break
+                fi
+                sleep 0.1
+        done
+        if [ -z "$QRC" ]; then
+                kill -KILL "$QEMU_PID" 2>/dev/null
+                wait "$QEMU_PID" 2>/dev/null
+                QRC=running
+        fi
+        QEMU_PID=
+}
+
+qemu_run strict q35 "$VF" "$KERNEL" "$INITRD" "$APPEND"
+expect "the default image halts a plain guest without hashes, saying why" \
+        "$QRC $(cat "$TMP/strict.console")" \
+        '^3 .*HALT: plain guest and no hash table in the image: refusing to boot'
+expect "... and never starts Linux" "$(grep -c 'Linux version' "$TMP/strict.console")" '^0$'
+
+for machine in q35 pc; do
+        qemu_run "unverified-$machine" "$machine" "$TMP/allow.bin" "$KERNEL" "$INITRD" "$APPEND" \
+                --invoke hello --want-status ok --want-stdout hello
+        expect "unverified-$machine: boots Linux with ACPI, and the VM powers itself off" \
+                "$QRC $(cat "$TMP/unverified-$machine.console")" \
+                '^0 .*booting UNVERIFIED, as this image allows.*booting Linux at 0x[0-9a-f]+ .*ACPI yes.*cvm-init: agent started'
+done
+
+qemu_run verified q35 "$TMP/hashes.bin" "$KERNEL" "$INITRD" "$APPEND" \
+        --invoke hello --want-status ok --want-stdout hello
+expect "verified: kernel, initrd and command line match the table, Linux boots" \
+        "$QRC $(cat "$TMP/verified.console")" \
+        '^0 .*kernel verified \(sha256 [0-9a-f]{64}\).*initrd verified.*command line verified.*cvm-init: agent started'
+
+cp "$KERNEL" "$TMP/tampered.vmlinuz"
+printf 'X' | dd of="$TMP/tampered.vmlinuz" bs=1 seek=4000000 conv=notrunc status=none
+qemu_run bad-kernel q35 "$TMP/hashes.bin" "$TMP/tampered.vmlinuz" "$INITRD" "$APPEND"
+expect "a tampered kernel halts the VM with the reason" "$QRC $(cat "$TMP/bad-kernel.console")" \
+        '^3 .*HALT: kernel hash mismatch: got [0-9a-f]{64}, the measured table says [0-9a-f]{64}: refusing to boot'
+expect "... and Linux never starts" "$(grep -c 'Linux version' "$TMP/bad-kernel.console")" '^0$'
+gzip -c /etc/hostname >"$TMP/other.initrd"
+qemu_run bad-initrd q35 "$TMP/hashes.bin" "$KERNEL" "$TMP/other.initrd" "$APPEND"
+expect "another initrd halts the VM" "$QRC $(cat "$TMP/bad-initrd.console")" '^3 .*HALT: initrd hash mismatch'
+qemu_run bad-cmdline q35 "$TMP/hashes.bin" "$KERNEL" "$INITRD" "$APPEND init=/bin/sh"
+expect "another command line halts the VM" "$QRC $(cat "$TMP/bad-cmdline.console")" \
+        '^3 .*HALT: command line hash mismatch'
+finish
