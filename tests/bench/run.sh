@@ -2,7 +2,8 @@
 # Runs the benchmarks: api-rtt and psp-burst against daemons started here on
 # temporary state directories (once with psp.schedule "none", once with
 # "cvmd"), warm-overhead and scale against fresh daemons, then the trace
-# replays on a virtual clock. Figures go to stdout.
+# replays on a virtual clock, then firmware-boot (real QEMU guests). Figures
+# go to stdout.
 # Usage: tests/bench/run.sh BUILD_DIR
 set -eu -o pipefail
 build=${1:-build}
@@ -115,4 +116,12 @@ if [ -d "$traces/azure2019-500fn-8h" ]; then
                 fail "trace-replay (500fn-8h) failed"
 else
         echo "trace-replay: skipped: no traces under $traces (set CVM_TRACES)"
+fi
+
+echo
+if command -v qemu-system-x86_64 >/dev/null 2>&1; then
+        # Real guests under TCG: the boot verifier against SeaBIOS and OVMF.
+        timeout 1200 "$root/tests/bench/firmware-boot.sh" "$build" 5 || fail "firmware-boot failed"
+else
+        echo "firmware-boot: skipped: qemu-system-x86_64 is not installed"
 fi
