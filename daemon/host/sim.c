@@ -19,6 +19,7 @@
 #include "cleanup.h"
 #include "json.h"
 #include "log.h"
+#include "paths.h"
 #include "amd_certs.h"
 #include "psp_sched.h"
 #include "psp_sim.h"
@@ -92,22 +93,6 @@ static const char *const sim_fields[] = {"agent", "prepare_ms", "memory_limit", 
 static const char *const psp_fields[] = {"schedule", "window",    "aging_ms", "asid_reserve",
                                          "asids",    "max_queue", "costs",    NULL};
 
-/* The agent ships next to cvmd, or in PREFIX/libexec/cvmd when installed. */
-static char *default_agent(void) {
-        char exe[PATH_MAX], path[PATH_MAX + 64];
-        ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-        if (n <= 0)
-                return strdup("cvm-agent");
-        exe[n] = '\0';
-        char *slash = strrchr(exe, '/');
-        *slash = '\0';
-        snprintf(path, sizeof(path), "%s/../libexec/cvmd/cvm-agent", exe);
-        if (access(path, X_OK) == 0)
-                return realpath(path, NULL);
-        snprintf(path, sizeof(path), "%s/cvm-agent", exe);
-        return strdup(path);
-}
-
 static void sim_config_done(sim_config *c) {
         free(c->agent);
         free(c->schedule);
@@ -147,7 +132,7 @@ static int sim_config_parse(json_t *sim, json_t *psp, sim_config *ret, cvm_error
                     (r = cvm_psp_sim_config_parse(psp, "psp", &c.psp, err)) < 0)
                         return r;
         }
-        c.agent = agent ? strdup(agent) : default_agent();
+        c.agent = agent ? strdup(agent) : cvm_path_shipped(CVM_PATH_AGENT);
         c.schedule = strdup(schedule ? schedule : "cvmd");
         if (!c.agent || !c.schedule) {
                 sim_config_done(&c);

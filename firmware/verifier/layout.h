@@ -1,8 +1,9 @@
 /* The boot verifier's memory map: guest-physical addresses it uses before
  * and while it loads Linux. Shared by the assembly, the C code and the host
  * tools (which read the same numbers back from the image's GUID table). The
- * SNP launch pre-validates the ranges marked [measured] through the SEV
- * metadata sections in reset.S; everything else is validated at run time. */
+ * SNP launch pre-validates the ranges marked [measured] or [launched]
+ * through the SEV metadata sections in reset.S; everything else is
+ * validated at run time. */
 #pragma once
 
 #define VF_ROM_SIZE 0x10000         /* QEMU maps a -bios ROM in 64 KiB units. */

@@ -69,6 +69,18 @@ static void read_memory_map(void) {
                         continue;
                 }
                 uint64_t s = e->addr, end = e->addr + e->size;
+                /* The verifier maps and validates the first 4 GiB only, and
+                 * Linux takes all RAM in the map of an SNP guest as validated. */
+                if (vf_snp_state.active && end > FOUR_GIB) {
+                        if (s >= FOUR_GIB) {
+                                vf_log("SEV-SNP: leaving out 0x%lx bytes of RAM above 4 GiB",
+                                       e->size);
+                                continue;
+                        }
+                        vf_log("SEV-SNP: leaving out 0x%lx bytes of RAM above 4 GiB",
+                               (uint64_t)(end - FOUR_GIB));
+                        end = FOUR_GIB;
+                }
                 for (unsigned h = 0; h < sizeof(holes) / sizeof(holes[0]) && s < end; h++) {
                         if (holes[h].end <= s || holes[h].start >= end)
                                 continue;

@@ -12,6 +12,9 @@
 #define MSR_GHCB 0xc0010130
 #define SEV_STATUS_SNP 0x4
 #define CPUID_MAX_ENTRIES 64
+/* Where the C-bit check's random value goes: the top of the stack, before
+ * anything is pushed. */
+#define CBIT_CHECK (VF_STACK_BSS + VF_STACK_BSS_SIZE - 4)
 
 /* Offsets inside the last page; the CPU sees it at 0xf000 in the real-mode
  * segment 0xf000 (base 0xffff0000). */
@@ -24,6 +27,9 @@ entry16:
         cli
         cld
         lgdtl %cs:OFF(gdt_desc)
+        /* An empty IDT: any event the host injects triple-faults the VM
+         * instead of vectoring through whatever lies at address 0. */
+        lidtl %cs:OFF(idt_desc)
         movl %cr0, %eax
         orl $1, %eax                     /* PE */
         movl %eax, %cr0
@@ -60,27 +66,40 @@ entry32:
         addl $48, %esi
         loop 1b
         jmp terminate32
-2:      movl 20(%esi), %edi              /* EBX */
+2:      movl 28(%esi), %edi              /* EBX: eax_in 0, ecx_in 4, xcr0 8, xss 16, eax 24, ebx 28 */
         andl $0x3f, %edi
-        cmpl $32, %edi                   /* The C-bit must lie above 4 GiB. */
+        /* The host supplies the CPUID page (the PSP checks it against its
+         * policy but it is not measured): a position that is not a physical
+         * address bit above 4 GiB would leave "private" accesses shared. */
+        cmpl $32, %edi
         jb terminate32
+        cmpl $51, %edi
+        ja terminate32
+        /* And check that the bit really encrypts (as Linux's
+         * sev_verify_cbit.S does): a random value written now, without
+         * paging (private), must read back the same through the new page
+         * tables in long mode. RDRAND raises no #VC. */
+3:      rdrand %eax
+        jnc 3b
+        movl %eax, CBIT_CHECK
+        movl %eax, %esi                  /* kept in ESI until long mode */
 
 build_tables:
         /* Zero the six pages, then PML4[0] -> PDPT, PDPT[0..3] -> PD0..3,
          * PDn[i] -> 2 MiB page. EDX holds the C-bit for the high dword. */
         xorl %edx, %edx
         testl %edi, %edi
-        jz 3f
+        jz 4f
         movl %edi, %ecx
         subl $32, %ecx
         movl $1, %edx
         shll %cl, %edx
-3:      movl $VF_PAGE_TABLES, %ebx
+4:      movl $VF_PAGE_TABLES, %ebx
         movl %ebx, %eax
-4:      movl $0, (%eax)
+41:     movl $0, (%eax)
         addl $4, %eax
         cmpl $VF_PAGE_TABLES + VF_PAGE_TABLES_SIZE, %eax
-        jb 4b
+        jb 41b
         leal 0x1000 + 0x3(%ebx), %eax     /* PML4[0]: PDPT, present, writable */
         movl %eax, (%ebx)
         movl %edx, 4(%ebx)
@@ -134,6 +153,11 @@ entry64:
         movl %eax, %ds
         movl %eax, %es
         movl %eax, %ss
+        testl %edi, %edi
+        jz 81f
+        cmpl CBIT_CHECK, %esi
+        jne terminate64
+81:
         movabsq $VF_STACK_BSS + VF_STACK_BSS_SIZE, %rsp
         /* Clear .bss (zero already when pre-validated, but not in a plain guest
          * whose RAM survived a reset). */
@@ -149,13 +173,22 @@ entry64:
 8:      hlt
         jmp 8b
 
+terminate64:                              /* as terminate32 */
+        movl $MSR_GHCB, %ecx
+        movl $0x100, %eax
+        xorl %edx, %edx
+        wrmsr
+        .byte 0xf3, 0x0f, 0x01, 0xd9
+9:      hlt
+        jmp 9b
+
         /* Application processors of an SEV-ES/SNP guest start here (the
          * reset block below); the verifier boots one vCPU and parks the rest. */
         .code16
 ap_entry:
         cli
-9:      hlt
-        jmp 9b
+10:     hlt
+        jmp 10b
 
         .balign 8
 gdt:
@@ -167,6 +200,9 @@ gdt_end:
 gdt_desc:
         .word gdt_end - gdt - 1
         .long gdt
+idt_desc:
+        .word 0
+        .long 0
 
         /* SEV metadata (OvmfPkg's "ASEV" layout): what QEMU has the PSP put
          * into the guest at launch, in order. */

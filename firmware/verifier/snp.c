@@ -10,6 +10,14 @@
 #define GHCB_MSR_PSC_REQ 0x014
 #define GHCB_MSR_PSC_RESP 0x015
 #define GHCB_MSR_TERM_REQ 0x100
+#define GHCB_MSR_SEV_INFO_REQ 0x002
+#define GHCB_MSR_SEV_INFO_RESP 0x001
+#define GHCB_MSR_HV_FEATURES_REQ 0x080
+#define GHCB_MSR_HV_FEATURES_RESP 0x081
+#define GHCB_HV_FEATURE_SNP 0x1
+/* Reason code set 1 (as OVMF and Linux use for their own codes; set 0 has
+ * meanings the GHCB specification defines). */
+#define TERM_SET 1
 #define PSC_PRIVATE 1
 #define PSC_SHARED 2
 #define PVALIDATE_FAIL_SIZEMISMATCH 6
@@ -52,43 +60,54 @@ static uint64_t msr_protocol(uint64_t request) {
         return rdmsr(MSR_GHCB);
 }
 
-void vf_snp_terminate(unsigned reason) {
-        /* Reason code set 0 (general); the code itself in bits 23:16. */
-        wrmsr(MSR_GHCB, GHCB_MSR_TERM_REQ | (uint64_t)(reason & 0xff) << 16);
+_Noreturn void vf_snp_terminate(unsigned reason) {
+        wrmsr(MSR_GHCB,
+              GHCB_MSR_TERM_REQ | (uint64_t)TERM_SET << 12 | (uint64_t)(reason & 0xff) << 16);
         vmgexit();
+        for (;;)
+                __asm__ volatile("cli; hlt");
 }
 
-/* PVALIDATE: rc 0 or "no update" (already in that state) is fine. */
-static unsigned pvalidate(uint64_t va, bool large, bool validate, bool *ret_unchanged) {
+/* Says why on the console once it works, else ends the guest with the code. */
+static _Noreturn void fail(unsigned code, const char *what, uint64_t addr, unsigned rc) {
+        if (vf_snp_state.active)
+                vf_halt("%s 0x%lx failed (%u)", what, addr, rc);
+        vf_snp_terminate(code);
+}
+
+#define PVALIDATE_NO_UPDATE 0x100 /* CF set: the page was already in that state. */
+
+/* PVALIDATE; returns its rc, or PVALIDATE_NO_UPDATE. A page validated twice
+ * could be the host replaying an old page: the callers treat it as fatal,
+ * as OVMF and Linux do. */
+static unsigned pvalidate(uint64_t va, bool large, bool validate) {
         unsigned rc;
         bool cf;
         __asm__ volatile(".byte 0xf2, 0x0f, 0x01, 0xff" /* pvalidate */
                          : "=a"(rc), "=@ccc"(cf)
                          : "a"(va), "c"((unsigned)large), "d"((unsigned)validate)
                          : "memory");
-        if (ret_unchanged)
-                *ret_unchanged = cf;
-        return rc;
+        return rc == 0 && cf ? PVALIDATE_NO_UPDATE : rc;
 }
 
 static void validate_page(uint64_t va, bool large) {
-        unsigned rc = pvalidate(va, large, true, NULL);
+        unsigned rc = pvalidate(va, large, true);
         if (rc != 0)
-                vf_halt("PVALIDATE of 0x%lx failed (%u)", va, rc);
+                fail(3, "PVALIDATE of", va, rc);
 }
 
 void vf_snp_validate(uint64_t start, uint64_t end) {
         uint64_t a = start & ~0xfffull;
         while (a < end) {
                 if (!(a & (TWO_MIB - 1)) && a + TWO_MIB <= end) {
-                        unsigned rc = pvalidate(a, true, true, NULL);
+                        unsigned rc = pvalidate(a, true, true);
                         if (rc == 0) {
                                 a += TWO_MIB;
                                 continue;
                         }
                         /* The host backs this range with 4 KiB pages. */
                         if (rc != PVALIDATE_FAIL_SIZEMISMATCH)
-                                vf_halt("PVALIDATE of 0x%lx (2 MiB) failed (%u)", a, rc);
+                                fail(3, "PVALIDATE (2 MiB) of", a, rc);
                         for (uint64_t p = a; p < a + TWO_MIB; p += 0x1000)
                                 validate_page(p, false);
                         a += TWO_MIB;
@@ -102,17 +121,21 @@ void vf_snp_validate(uint64_t start, uint64_t end) {
 /* A private page becomes shared: rescind its validation, drop the C-bit
  * from its mapping, then ask the host to change its state. */
 static void make_shared(uint64_t gpa, bool was_validated) {
+        /* No private cache lines may outlive the change (the hardware keeps
+         * them coherent only with CPUID 0x8000001f EAX[10]; flush anyway). */
+        for (uint64_t line = gpa; line < gpa + 0x1000; line += 64)
+                __asm__ volatile("clflush (%0)" : : "r"(line) : "memory");
         if (was_validated) {
-                unsigned rc = pvalidate(gpa, false, false, NULL);
+                unsigned rc = pvalidate(gpa, false, false);
                 if (rc != 0)
-                        vf_halt("PVALIDATE rescind of 0x%lx failed (%u)", gpa, rc);
+                        fail(4, "PVALIDATE rescind of", gpa, rc);
         }
         low_pt[gpa >> 12] &= ~vf_snp_state.cbit_mask;
         __asm__ volatile("invlpg (%0)" : : "r"(gpa) : "memory");
         uint64_t resp =
                 msr_protocol(GHCB_MSR_PSC_REQ | (gpa & ~0xfffull) | (uint64_t)PSC_SHARED << 52);
         if ((resp & 0xfff) != GHCB_MSR_PSC_RESP || resp >> 32)
-                vf_halt("the host refused to share page 0x%lx", gpa);
+                fail(5, "page state change to shared of", gpa, (unsigned)(resp >> 32));
 }
 
 void vf_snp_init(unsigned cbit) {
@@ -126,7 +149,16 @@ void vf_snp_init(unsigned cbit) {
         uint64_t cr3;
         __asm__ volatile("mov %%cr3, %0; mov %0, %%cr3" : "=r"(cr3) : : "memory");
 
-        /* Until the GHCB works, no port I/O: no messages either. */
+        /* Until the GHCB works, no port I/O: no messages either. The host
+         * must speak GHCB protocol version 2 and support SNP. */
+        uint64_t info = msr_protocol(GHCB_MSR_SEV_INFO_REQ);
+        if ((info & 0xfff) != GHCB_MSR_SEV_INFO_RESP || (info >> 48) < 2 ||
+            ((info >> 32) & 0xffff) > 2)
+                vf_snp_terminate(6);
+        uint64_t features = msr_protocol(GHCB_MSR_HV_FEATURES_REQ);
+        if ((features & 0xfff) != GHCB_MSR_HV_FEATURES_RESP ||
+            !((features >> 12) & GHCB_HV_FEATURE_SNP))
+                vf_snp_terminate(7);
         make_shared(VF_GHCB, true); /* pre-validated by the launch (SNP_SEC_MEM) */
         for (uint64_t p = VF_BOUNCE; p < VF_BOUNCE + VF_BOUNCE_SIZE; p += 0x1000)
                 make_shared(p, false);

@@ -61,8 +61,9 @@ extern vf_snp vf_snp_state;
 void vf_snp_init(unsigned cbit);
 /* Validates [start, end) with PVALIDATE, 2 MiB pages where possible. */
 void vf_snp_validate(uint64_t start, uint64_t end);
-/* Tells the host to end the guest (GHCB MSR protocol); returns only if it does not. */
-void vf_snp_terminate(unsigned reason);
+/* Tells the host to end the guest (GHCB MSR protocol, reason set 1 with
+ * code reason), and halts should it not. */
+_Noreturn void vf_snp_terminate(unsigned reason);
 /* The VMGEXIT of an I/O instruction, through the GHCB page. */
 uint32_t vf_snp_ioio(uint16_t port, unsigned size, bool in, uint32_t value);
 

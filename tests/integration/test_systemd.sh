@@ -27,7 +27,7 @@ san=""
 case "$CVM_BUILD" in *asan*) san="SANITIZE=1" ;; esac
 make -s -C "$CVM_ROOT" BUILD="$CVM_BUILD" $san DESTDIR="$dest" PREFIX=/usr install >"$TMP/install.log" 2>&1
 check "make install into a DESTDIR" test -x "$dest/usr/bin/cvmd" -a -x "$dest/usr/bin/cvmctl" \
-        -a -x "$dest/usr/libexec/cvmd/cvm-agent"
+        -a -x "$dest/usr/libexec/cvmd/cvm-agent" -a -s "$dest/usr/share/cvmd/verifier.bin"
 expect "installed unit points at the installed binary" "$(cat "$dest/usr/lib/systemd/system/cvmd.service" 2>&1)" \
         "ExecStart=/usr/bin/cvmd --config /etc/cvmd/cvmd.json"
 check "installed default config validates" "$dest/usr/bin/cvmd" --config "$dest/etc/cvmd/cvmd.json" --check-config
