@@ -21,7 +21,7 @@
 #define VF_HASHES_SIZE 0x1000
 #define VF_GHCB 0x19000      /* [measured: zero] the GHCB, made shared at run time. */
 #define VF_STACK_BSS 0x1a000 /* [measured: zero] .bss from the bottom, the stack from the top. */
-#define VF_STACK_BSS_SIZE 0x10000
+#define VF_STACK_BSS_SIZE 0xa000
 #define VF_BOUNCE 0x30000 /* fw_cfg DMA lands here (shared under SNP). */
 #define VF_BOUNCE_SIZE 0x10000
 #define VF_ACPI 0x40000 /* ACPI tables QEMU's table loader builds. */

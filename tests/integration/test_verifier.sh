@@ -15,11 +15,32 @@ expect "code and constants are under 16 KiB ($code bytes)" "$([ "$code" -lt 1638
 out=$("$CVMCTL" measure --firmware "$VF" --vcpus 1 --json)
 pages=$(printf '%s' "$out" | python3 -c 'import json,sys; p=json.load(sys.stdin)["pages"]; print(" ".join("%s=%d" % (k, p[k]) for k in sorted(p)))')
 expect "measured: the 16 ROM pages, its zero, secrets and CPUID pages, one VMSA" "$pages" \
-        '^cpuid=1 kernel_hashes=0 normal=16 secrets=1 vmsa=1 zero=24$'
+        '^cpuid=1 kernel_hashes=0 normal=16 secrets=1 vmsa=1 zero=18$'
 out=$("$PATCH" /usr/share/ovmf/OVMF.fd -o "$TMP/x.bin" 2>&1); rc=$?
 expect "verifier-patch refuses an image that is not the verifier" "$rc $out" '^1 .*not a cvmd boot verifier'
 out=$("$PATCH" "$VF" -o "$TMP/x.bin" --initrd /dev/null 2>&1); rc=$?
 expect "verifier-patch: --initrd needs --kernel" "$rc" '^2$'
+
+# The verifier is the default firmware of launch images: on the sim host a
+# function that names none launches from it, at the PSP cost of its pages.
+agent="$CVM_ROOT/${CVM_BUILD%/asan}/cvm-agent"
+printf '{"image": {"firmware_boot_ms": 5, "kernel_boot_ms": 5}, "sim": {"agent": "%s"}}\n' "$agent" \
+        >"$TMP/sim.json"
+start_daemon --config "$TMP/sim.json" || { not_ok "cvmd starts on the sim host"; finish; }
+api PUT /v1/functions/dflt -H 'Content-Type: application/json' -d '{"handler": {"exec": ["/bin/cat"]}}' >/dev/null
+api PUT /v1/functions/ovmf -H 'Content-Type: application/json' \
+        -d '{"handler": {"exec": ["/bin/cat"]}, "image": {"firmware": "/usr/share/ovmf/OVMF.fd"}}' >/dev/null
+for _ in $(seq 1 50); do api GET /v1/functions/ovmf | grep -q expected_psp_ms && break; sleep 0.1; done
+psp() { api GET "/v1/functions/$1" | cut -d' ' -f2- | python3 -c 'import json,sys; f=json.load(sys.stdin); print(f["spec"]["image"]["firmware"], f["expected_psp_ms"])'; }
+read -r fw_d psp_d <<<"$(psp dflt)"
+read -r _ psp_o <<<"$(psp ovmf)"
+expect "a function's default firmware is the verifier" "$fw_d" "^$CVM_ROOT/${CVM_BUILD}/firmware/verifier\.bin\$"
+expect "its expected PSP time follows from its pages: ${psp_d} ms against OVMF's ${psp_o} ms" \
+        "$(python3 -c "print('yes' if 0 < $psp_d < 100 and $psp_o > 8 * $psp_d else 'no')")" '^yes$'
+out=$(curl -s -D "$TMP/h" --unix-socket "$SOCK" -d 'hi' http://cvmd/v1/functions/dflt/invoke)
+expect "a cold start from the verifier spends that PSP time" "$(tr -d '\r' <"$TMP/h" | grep Server-Timing) $out" \
+        "psp;dur=${psp_d%.*}(\.[0-9]+)?, .* hi\$"
+stop_daemon
 
 if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
         echo "ok - boots # SKIP qemu-system-x86_64 is not installed"
