@@ -195,6 +195,7 @@ install: all
 	install -Dm755 $(BUILD)/cvmctl $(DESTDIR)$(BINDIR)/cvmctl
 	install -Dm755 $(BUILD)/cvm-agent $(DESTDIR)$(LIBEXECDIR)/cvmd/cvm-agent
 	install -Dm644 $(VERIFIER) $(DESTDIR)$(DATADIR)/cvmd/verifier.bin
+	install -Dm755 firmware/tools/mkinitrd.sh $(DESTDIR)$(LIBEXECDIR)/cvmd/mkinitrd.sh
 	install -Dm644 docs/cvmctl.1 $(DESTDIR)$(MANDIR)/man1/cvmctl.1
 	install -Dm644 ctl/cvmctl.bash-completion $(DESTDIR)$(BASHCOMPDIR)/cvmctl
 	@# Units are rendered here so they always name this install's paths.
@@ -211,7 +212,7 @@ install: all
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/cvmd $(DESTDIR)$(BINDIR)/cvmctl $(DESTDIR)$(LIBEXECDIR)/cvmd/cvm-agent \
-		$(DESTDIR)$(DATADIR)/cvmd/verifier.bin \
+		$(DESTDIR)$(DATADIR)/cvmd/verifier.bin $(DESTDIR)$(LIBEXECDIR)/cvmd/mkinitrd.sh \
 		$(DESTDIR)$(UNITDIR)/cvmd.service $(DESTDIR)$(UNITDIR)/cvmd.socket \
 		$(DESTDIR)$(SYSUSERSDIR)/cvmd.conf $(DESTDIR)$(DATADIR)/cvmd/cvmd.json.default \
 		$(DESTDIR)$(MANDIR)/man1/cvmctl.1 $(DESTDIR)$(BASHCOMPDIR)/cvmctl

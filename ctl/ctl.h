@@ -41,6 +41,7 @@ extern const cvmctl_command cvmctl_cmd_psp;
 extern const cvmctl_command cvmctl_cmd_stats;
 extern const cvmctl_command cvmctl_cmd_top;
 extern const cvmctl_command cvmctl_cmd_bench;
+extern const cvmctl_command cvmctl_cmd_image;
 
 /* Reports err on stderr as one line and returns CVMCTL_EXIT_FAILURE. */
 int cvmctl_fail(const cvm_error *err);

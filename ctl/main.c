@@ -14,6 +14,7 @@ static const cvmctl_command *const commands[] = {
         &cvmctl_cmd_health, &cvmctl_cmd_version, &cvmctl_cmd_measure, &cvmctl_cmd_attest,
         &cvmctl_cmd_fn,     &cvmctl_cmd_invoke,  &cvmctl_cmd_pool,    &cvmctl_cmd_vm,
         &cvmctl_cmd_psp,    &cvmctl_cmd_stats,   &cvmctl_cmd_top,     &cvmctl_cmd_bench,
+        &cvmctl_cmd_image,
 };
 
 static void usage(FILE *f) {

@@ -14,7 +14,7 @@
 
 #include "cleanup.h"
 #include "json.h"
-#include "paths.h"
+#include "path.h"
 #include "snp_vmsa.h"
 
 #define DEFAULT_VCPU_TYPE "EPYC-v4"

@@ -19,7 +19,7 @@
 #include "cleanup.h"
 #include "json.h"
 #include "log.h"
-#include "paths.h"
+#include "path.h"
 #include "amd_certs.h"
 #include "psp_sched.h"
 #include "psp_sim.h"

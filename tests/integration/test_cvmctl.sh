@@ -175,7 +175,7 @@ run $CVMCTL fn
 expect "a command without its subcommand is a usage error" "$RC" '^2$'
 run $CVMCTL fn ls --bogus
 expect "an unknown option is a usage error" "$RC $ERR" "^2 cvmctl fn: unrecognized option '--bogus'"
-for c in fn invoke pool vm psp stats top bench; do
+for c in fn invoke pool vm psp stats top bench image; do
         run $CVMCTL $c --help
         expect "cvmctl $c --help" "$RC $OUT" "^0 Usage: cvmctl $c .*Example: .*cvmctl $c"
 done

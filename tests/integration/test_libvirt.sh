@@ -39,6 +39,16 @@ out=$(curl -s -D "$TMP/h" --unix-socket "$SOCK" -d 'again' http://cvmd/v1/functi
 expect "then warm" "$(tr -d '\r' <"$TMP/h" | grep Cvm-Start) $out" '^Cvm-Start: warm again$'
 expect "one QEMU runs the VM" "$(qemus)" '^1$'
 
+# An image from cvmctl image build deploys as written and answers (a plain
+# host boots its kernel with the machine's BIOS; its firmware is for SNP).
+printf '#!/bin/sh\nprintf "built: %%s" "$(cat)"\n' >"$TMP/built.sh"
+chmod +x "$TMP/built.sh"
+out=$("$CVMCTL" image build --handler "$TMP/built.sh" --out "$TMP/img" 2>&1) || not_ok "cvmctl image build" "$out"
+out=$("$CVMCTL" fn deploy "$TMP/img/function.json" --name built 2>&1) || not_ok "cvmctl fn deploy" "$out"
+expect "a function from cvmctl image build deploys and answers" \
+        "$("$CVMCTL" invoke built -d 'from the image' 2>&1)" '^built: from the image$'
+api DELETE /v1/functions/built >/dev/null
+
 # Kill the guest's QEMU in the middle of an invocation that takes a while:
 # an image of its own whose handler sleeps (a shell script run by busybox).
 printf '#!/bin/sh\ncat >/dev/null\nsleep "${1:-3}"\necho slept\n' >"$TMP/slow.sh"

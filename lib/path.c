@@ -1,4 +1,4 @@
-#include "paths.h"
+#include "path.h"
 
 #include <limits.h>
 #include <stdio.h>
