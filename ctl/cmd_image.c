@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "client_headers.h"
 #include "ctl.h"
 #include "file.h"
 #include "path.h"
@@ -36,10 +37,7 @@ typedef struct build_opts {
         int argc;
 } build_opts;
 
-static int usage_error(const char *msg) {
-        fprintf(stderr, "cvmctl image: %s\nUsage: cvmctl %s\n", msg, cvmctl_cmd_image.usage);
-        return CVMCTL_EXIT_USAGE;
-}
+#define usage_error(...) cvmctl_usage_error(&cvmctl_cmd_image, __VA_ARGS__)
 
 static int need_file(const char *what, const char *path, int mode, cvm_error *err) {
         if (access(path, mode) < 0)
@@ -83,8 +81,10 @@ static int run_mkinitrd(const build_opts *o, const char *initrd, cvm_error *err)
                 return cvm_error_set(err, -ENOMEM, "out of memory");
         int r;
         if ((r = need_file("the initrd builder", script, X_OK, err)) < 0 ||
-            (r = need_file("the guest's init (build it with `make guest`):", init, R_OK, err)) < 0 ||
-            (r = need_file("the guest agent (build it with `make guest`):", agent, R_OK, err)) < 0 ||
+            (r = need_file("the guest's init (build it with `make guest`):", init, R_OK, err)) <
+                    0 ||
+            (r = need_file("the guest agent (build it with `make guest`):", agent, R_OK, err)) <
+                    0 ||
             (r = need_file("the kernel's modules (build them with `make guest`):", modules, R_OK,
                            err)) < 0)
                 return r;
@@ -133,7 +133,8 @@ static int run_mkinitrd(const build_opts *o, const char *initrd, cvm_error *err)
                 if (errno != EINTR)
                         return cvm_error_set_errno(err, -errno, "waiting for %s", script);
         if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-                return cvm_error_set(err, -EIO, "building the initrd failed (%s, see above)", script);
+                return cvm_error_set(err, -EIO, "building the initrd failed (%s, see above)",
+                                     script);
         return 0;
 }
 
@@ -197,11 +198,11 @@ static int build(cvmctl *ctl, build_opts *o) {
         cvm_snp_digest_to_hex(digest, hex);
 
         /* A function spec to deploy as is (cvmctl fn deploy DIR/function.json --name N). */
-        json_auto_t *spec = json_pack(
-                "{s:{s:s, s:s, s:s, s:s, s:I, s:I, s:s}, s:{s:o}}", "image", "firmware", firmware,
-                "kernel", kernel, "initrd", initrd, "cmdline", o->append, "vcpus",
-                (json_int_t)o->vcpus, "memory_mib", (json_int_t)o->memory_mib, "vcpu_type",
-                o->vcpu_type, "handler", "exec", handler_exec(o));
+        json_auto_t *spec =
+                json_pack("{s:{s:s, s:s, s:s, s:s, s:I, s:I, s:s}, s:{s:o}}", "image", "firmware",
+                          firmware, "kernel", kernel, "initrd", initrd, "cmdline", o->append,
+                          "vcpus", (json_int_t)o->vcpus, "memory_mib", (json_int_t)o->memory_mib,
+                          "vcpu_type", o->vcpu_type, "handler", "exec", handler_exec(o));
         _cleanup_free_ char *spec_path = NULL;
         if (!spec || asprintf(&spec_path, "%s/function.json", out) < 0) {
                 cvm_error_set(&err, -ENOMEM, "out of memory");
@@ -212,11 +213,11 @@ static int build(cvmctl *ctl, build_opts *o) {
                 return cvmctl_fail(&err);
         }
         if (ctl->json) {
-                json_t *doc = json_pack("{s:O, s:s, s:s, s:I}", "spec", spec, "spec_file",
-                                        spec_path, "measurement", hex, "psp_pages",
-                                        (json_int_t)(pages.normal + pages.zero + pages.secrets +
-                                                     pages.cpuid + pages.kernel_hashes +
-                                                     pages.vmsa));
+                json_t *doc =
+                        json_pack("{s:O, s:s, s:s, s:I}", "spec", spec, "spec_file", spec_path,
+                                  "measurement", hex, "psp_pages",
+                                  (json_int_t)(pages.normal + pages.zero + pages.secrets +
+                                               pages.cpuid + pages.kernel_hashes + pages.vmsa));
                 cvmctl_print_json(doc);
                 json_decref(doc);
                 return CVMCTL_EXIT_OK;
@@ -245,8 +246,7 @@ static int run(cvmctl *ctl, int argc, char **argv) {
         if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
                 if (argc < 2)
                         return usage_error("a subcommand is required (build)");
-                printf("Usage: cvmctl %s\n%s\n", cvmctl_cmd_image.usage, cvmctl_cmd_image.summary);
-                return CVMCTL_EXIT_OK;
+                return cvmctl_help(&cvmctl_cmd_image);
         }
         if (strcmp(argv[1], "build") != 0)
                 return usage_error("unknown subcommand (build)");
@@ -271,6 +271,9 @@ static int run(cvmctl *ctl, int argc, char **argv) {
                         .memory_mib = 256};
         int c;
         optind = 0;
+        /* getopt names argv[0] in its messages. */
+        char *progname = argv[1];
+        argv[1] = "cvmctl image build";
         /* "+": stop at "--", after which come the handler's own arguments. */
         while ((c = getopt_long(argc - 1, argv + 1, "+h", opts, NULL)) != -1) {
                 switch (c) {
@@ -297,15 +300,14 @@ static int run(cvmctl *ctl, int argc, char **argv) {
                         break;
                 case 'm':
                         if (parse_ulong(optarg, 64, 1 << 20, &o.memory_mib) < 0)
-                                return usage_error("--memory-mib must be a number from 64 to 1048576");
+                                return usage_error(
+                                        "--memory-mib must be a number from 64 to 1048576");
                         break;
-                case 'h':
-                        printf("Usage: cvmctl %s\n%s\n", cvmctl_cmd_image.usage,
-                               cvmctl_cmd_image.summary);
-                        return CVMCTL_EXIT_OK;
-                default: return CVMCTL_EXIT_USAGE;
+                case 'h': return cvmctl_help(&cvmctl_cmd_image);
+                default: return cvmctl_usage_hint(&cvmctl_cmd_image);
                 }
         }
+        argv[1] = progname;
         if (!o.handler || !o.out)
                 return usage_error("--handler and --out are required");
         o.argv = argv + 1 + optind;
@@ -317,12 +319,16 @@ static int run(cvmctl *ctl, int argc, char **argv) {
 
 const cvmctl_command cvmctl_cmd_image = {
         .name = "image",
-        .summary = "build a function's guest image (initrd, kernel, boot verifier) and print its "
-                   "launch spec with the expected SEV-SNP measurement\n"
-                   "Example: cvmctl image build --handler ./resize --out img -- --width 64\n"
-                   "         cvmctl fn deploy img/function.json --name resize",
-        .usage = "image build --handler PATH --out DIR [--file SRC:DST]... [--concurrency N]\n"
-                 "           [--append CMDLINE] [--vcpus N] [--memory-mib N] [--vcpu-type T]\n"
-                 "           [--guest DIR] [--firmware FILE] [--json] [-- HANDLER_ARGS...]",
+        .summary = "build a function's guest image and print its spec and expected measurement",
+        .usage =
+                "image build --handler PATH --out DIR [--file SRC:DST]... [--concurrency N]\n"
+                "           [--append CMDLINE] [--vcpus N] [--memory-mib N] [--vcpu-type T]\n"
+                "           [--guest DIR] [--firmware FILE] [--json] [-- HANDLER_ARGS...]\n"
+                "Builds in DIR an initrd (cvm-init, the agent, the handler as /fn/NAME and any\n"
+                "--file), with the kernel and the boot verifier beside it, and DIR/function.json,\n"
+                "a spec to deploy; prints the spec and its expected SEV-SNP measurement. The\n"
+                "guest pieces come from --guest (default: those `make guest` builds).\n"
+                "Example: cvmctl image build --handler ./resize --out img -- --width 64\n"
+                "         cvmctl fn deploy img/function.json --name resize",
         .run = run,
 };
