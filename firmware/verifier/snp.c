@@ -26,7 +26,11 @@
 #define GHCB_SW_EXIT_CODE 0x390
 #define GHCB_SW_EXIT_INFO_1 0x398
 #define GHCB_SW_EXIT_INFO_2 0x3a0
+#define GHCB_SW_SCRATCH 0x3a8
 #define GHCB_VALID_BITMAP 0x3f0
+#define GHCB_SHARED_BUFFER 0x800
+#define SVM_VMGEXIT_PSC 0x80000010
+#define PSC_MAX_ENTRIES 253
 #define GHCB_PROTOCOL_VERSION 0xffa
 #define GHCB_USAGE 0xffc
 #define SVM_EXIT_IOIO 0x7b
@@ -96,8 +100,14 @@ static void validate_page(uint64_t va, bool large) {
                 fail(3, "PVALIDATE of", va, rc);
 }
 
+static void psc_private(uint64_t start, uint64_t end);
+
 void vf_snp_validate(uint64_t start, uint64_t end) {
         uint64_t a = start & ~0xfffull;
+        /* Ask the host to assign the range to the guest first, as the GHCB
+         * specification expects (QEMU with guest_memfd has it private
+         * already; other hypervisors need not). */
+        psc_private(a, end);
         while (a < end) {
                 if (!(a & (TWO_MIB - 1)) && a + TWO_MIB <= end) {
                         unsigned rc = pvalidate(a, true, true);
@@ -172,6 +182,57 @@ void vf_snp_init(unsigned cbit) {
 static void set_field(uint8_t *ghcb, unsigned off, uint64_t v) {
         vf_put_le64(ghcb + off, v);
         ghcb[GHCB_VALID_BITMAP + off / 64] |= (uint8_t)(1u << ((off / 8) % 8));
+}
+
+/* Page state changes to private through the GHCB page (NAE event
+ * SNP_PAGE_STATE_CHANGE): up to 253 entries per exit, 2 MiB entries where
+ * the range allows. The host may process part of a request; the header's
+ * cur_entry says how far it got, and the request is resent from there. */
+static void psc_flush(uint8_t *ghcb, unsigned n) {
+        uint8_t *buf = ghcb + GHCB_SHARED_BUFFER;
+        buf[0] = 0; /* cur_entry */
+        buf[1] = 0;
+        buf[2] = (uint8_t)(n - 1); /* end_entry, inclusive */
+        buf[3] = (uint8_t)((n - 1) >> 8);
+        vf_put_le32(buf + 4, 0);
+        for (unsigned tries = 0; vf_le16(buf) <= vf_le16(buf + 2); tries++) {
+                unsigned before = vf_le16(buf);
+                memset(ghcb + GHCB_VALID_BITMAP, 0, 16);
+                set_field(ghcb, GHCB_SW_EXIT_CODE, SVM_VMGEXIT_PSC);
+                set_field(ghcb, GHCB_SW_EXIT_INFO_1, 0);
+                set_field(ghcb, GHCB_SW_EXIT_INFO_2, 0);
+                set_field(ghcb, GHCB_SW_SCRATCH, VF_GHCB + GHCB_SHARED_BUFFER);
+                ghcb[GHCB_PROTOCOL_VERSION] = 2;
+                ghcb[GHCB_PROTOCOL_VERSION + 1] = 0;
+                vf_put_le32(ghcb + GHCB_USAGE, 0);
+                wrmsr(MSR_GHCB, VF_GHCB);
+                vmgexit();
+                if (vf_le64(ghcb + GHCB_SW_EXIT_INFO_2) != 0)
+                        fail(8, "page state change to private at", vf_le64(buf + 8) & ~0xfffull,
+                             (unsigned)vf_le64(ghcb + GHCB_SW_EXIT_INFO_2));
+                /* No progress, twice: the host is not going to do it. */
+                if (vf_le16(buf) <= before && tries > 0)
+                        fail(8, "page state change to private (no progress) at",
+                             vf_le64(buf + 8) & ~0xfffull, 0);
+        }
+}
+
+static void psc_private(uint64_t start, uint64_t end) {
+        uint8_t *ghcb = (uint8_t *)VF_GHCB;
+        unsigned n = 0;
+        for (uint64_t a = start; a < end;) {
+                bool large = !(a & (TWO_MIB - 1)) && a + TWO_MIB <= end;
+                /* Entry: cur_page 11:0, GFN 51:12, operation 55:52, page size 56. */
+                uint64_t e = (a & ~0xfffull) | (uint64_t)PSC_PRIVATE << 52 | (uint64_t)large << 56;
+                vf_put_le64(ghcb + GHCB_SHARED_BUFFER + 8 + 8 * n, e);
+                if (++n == PSC_MAX_ENTRIES) {
+                        psc_flush(ghcb, n);
+                        n = 0;
+                }
+                a += large ? TWO_MIB : 0x1000;
+        }
+        if (n)
+                psc_flush(ghcb, n);
 }
 
 uint32_t vf_snp_ioio(uint16_t port, unsigned size, bool in, uint32_t value) {
