@@ -14,7 +14,7 @@
 #define CPUID_MAX_ENTRIES 64
 /* Where the C-bit check's random value goes: the top of the stack, before
  * anything is pushed. */
-#define CBIT_CHECK (VF_STACK_BSS + VF_STACK_BSS_SIZE - 4)
+#define CBIT_CHECK (VF_STACK_BSS + VF_STACK_BSS_SIZE - 8)
 
 /* Offsets inside the last page; the CPU sees it at 0xf000 in the real-mode
  * segment 0xf000 (base 0xffff0000). */
@@ -51,7 +51,21 @@ entry32:
         xorl %edi, %edi                  /* EDI: C-bit position, 0 for plain. */
         movl VF_CPUID, %ecx              /* count */
         testl %ecx, %ecx
+        jnz snp_cpuid
+        /* An empty page: a plain guest, or a host that emptied the page (its
+         * contents are not measured). CPUID decides: under SEV-ES/SNP it
+         * raises a #VC, which the empty IDT turns into a shutdown; a guest
+         * that reports SEV without an SNP CPUID page is refused. */
+        movl $0x80000000, %eax
+        cpuid
+        cmpl $0x8000001f, %eax
+        jb build_tables
+        movl $0x8000001f, %eax
+        cpuid
+        testl $0x2, %eax                 /* SEV */
         jz build_tables
+        jmp terminate32
+snp_cpuid:
         cmpl $CPUID_MAX_ENTRIES, %ecx
         ja terminate32
         /* A CPUID page is only meaningful in an SNP guest: SEV_STATUS says. */
@@ -79,10 +93,12 @@ entry32:
          * sev_verify_cbit.S does): a random value written now, without
          * paging (private), must read back the same through the new page
          * tables in long mode. RDRAND raises no #VC. */
-3:      rdrand %eax
+3:      rdrand %esi                      /* 64 random bits, kept in ESI:EBP until long mode */
         jnc 3b
-        movl %eax, CBIT_CHECK
-        movl %eax, %esi                  /* kept in ESI until long mode */
+31:     rdrand %ebp
+        jnc 31b
+        movl %esi, CBIT_CHECK
+        movl %ebp, CBIT_CHECK + 4
 
 build_tables:
         /* Zero the six pages, then PML4[0] -> PDPT, PDPT[0..3] -> PD0..3,
@@ -156,6 +172,8 @@ entry64:
         testl %edi, %edi
         jz 81f
         cmpl CBIT_CHECK, %esi
+        jne terminate64
+        cmpl CBIT_CHECK + 4, %ebp
         jne terminate64
 81:
         movabsq $VF_STACK_BSS + VF_STACK_BSS_SIZE, %rsp

@@ -188,15 +188,16 @@ static void set_field(uint8_t *ghcb, unsigned off, uint64_t v) {
  * SNP_PAGE_STATE_CHANGE): up to 253 entries per exit, 2 MiB entries where
  * the range allows. The host may process part of a request; the header's
  * cur_entry says how far it got, and the request is resent from there. */
+#define PSC_MAX_STALLS 8
+
 static void psc_flush(uint8_t *ghcb, unsigned n) {
         uint8_t *buf = ghcb + GHCB_SHARED_BUFFER;
-        buf[0] = 0; /* cur_entry */
-        buf[1] = 0;
-        buf[2] = (uint8_t)(n - 1); /* end_entry, inclusive */
-        buf[3] = (uint8_t)((n - 1) >> 8);
+        vf_put_le32(buf, (n - 1) << 16); /* cur_entry 0, end_entry n - 1 (inclusive) */
         vf_put_le32(buf + 4, 0);
-        for (unsigned tries = 0; vf_le16(buf) <= vf_le16(buf + 2); tries++) {
-                unsigned before = vf_le16(buf);
+        unsigned stalls = 0;
+        while (vf_le16(buf) <= n - 1) {
+                unsigned cur = vf_le16(buf);
+                uint64_t cur_page = vf_le64(buf + 8 + 8 * cur) & 0xfff;
                 memset(ghcb + GHCB_VALID_BITMAP, 0, 16);
                 set_field(ghcb, GHCB_SW_EXIT_CODE, SVM_VMGEXIT_PSC);
                 set_field(ghcb, GHCB_SW_EXIT_INFO_1, 0);
@@ -207,13 +208,22 @@ static void psc_flush(uint8_t *ghcb, unsigned n) {
                 vf_put_le32(ghcb + GHCB_USAGE, 0);
                 wrmsr(MSR_GHCB, VF_GHCB);
                 vmgexit();
-                if (vf_le64(ghcb + GHCB_SW_EXIT_INFO_2) != 0)
-                        fail(8, "page state change to private at", vf_le64(buf + 8) & ~0xfffull,
-                             (unsigned)vf_le64(ghcb + GHCB_SW_EXIT_INFO_2));
-                /* No progress, twice: the host is not going to do it. */
-                if (vf_le16(buf) <= before && tries > 0)
-                        fail(8, "page state change to private (no progress) at",
-                             vf_le64(buf + 8) & ~0xfffull, 0);
+                /* The host shares the buffer: it may only move forward within it. */
+                unsigned now = vf_le16(buf);
+                uint64_t at = now <= n - 1 ? vf_le64(buf + 8 + 8 * now) : 0;
+                uint64_t info1 = vf_le64(ghcb + GHCB_SW_EXIT_INFO_1),
+                         info2 = vf_le64(ghcb + GHCB_SW_EXIT_INFO_2);
+                if ((uint32_t)info1 || info2)
+                        vf_halt("page state change to private at 0x%lx failed (info 0x%lx, 0x%lx)",
+                                (uint64_t)(at & ~0xfffull), info1, info2);
+                if (vf_le16(buf + 2) != n - 1 || vf_le32(buf + 4) != 0 || now < cur)
+                        vf_halt("page state change: the host corrupted the request");
+                /* Progress is a later entry, or more pages done of the same one. */
+                if (now > cur || (now <= n - 1 && (at & 0xfff) > cur_page))
+                        stalls = 0;
+                else if (++stalls == PSC_MAX_STALLS)
+                        vf_halt("page state change to private at 0x%lx: no progress",
+                                (uint64_t)(at & ~0xfffull));
         }
 }
 
