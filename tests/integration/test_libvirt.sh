@@ -43,7 +43,7 @@ expect "one QEMU runs the VM" "$(qemus)" '^1$'
 # host boots its kernel with the machine's BIOS; its firmware is for SNP).
 printf '#!/bin/sh\nprintf "built: %%s" "$(cat)"\n' >"$TMP/built.sh"
 chmod +x "$TMP/built.sh"
-out=$("$CVMCTL" image build --handler "$TMP/built.sh" --out "$TMP/img" --guest "$guest" 2>&1) ||
+out=$("$CVMCTL" image build --handler "$TMP/built.sh" --out "$TMP/img" 2>&1) ||
         not_ok "cvmctl image build" "$out"
 out=$("$CVMCTL" fn deploy "$TMP/img/function.json" --name built 2>&1) || not_ok "cvmctl fn deploy" "$out"
 expect "a function from cvmctl image build deploys and answers" \
