@@ -19,34 +19,13 @@ case $CVM_BUILD in
         ;;
 esac
 
-QEMU_PID=
-guest_cleanup() {
-        if [ -n "$QEMU_PID" ] && kill -0 "$QEMU_PID" 2>/dev/null; then
-                kill -KILL "$QEMU_PID" 2>/dev/null
-                wait "$QEMU_PID" 2>/dev/null
-        fi
-        cleanup
-}
-trap guest_cleanup EXIT
-
 GUEST="$CVM_ROOT/$CVM_BUILD/guest"
 KERNEL="$GUEST/kernel"
 PROBE="$GUEST/cvm-guest-probe"
 
-# The guest pieces are not part of `make all`; build them (the kernel is
-# downloaded once and cached under the build tree). The sub-make must not
-# see the jobserver of a `make check` it runs under.
-if ! out=$(cd "$CVM_ROOT" && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
-        make --no-print-directory BUILD="$CVM_BUILD" "$CVM_BUILD/guest/cvm-init" \
-        "$CVM_BUILD/guest/cvm-agent" "$CVM_BUILD/guest/cvm-guest-probe" guest-kernel 2>&1); then
-        if [ ! -s "$KERNEL/vmlinuz" ] && printf '%s' "$out" | grep -q 'fetch-kernel'; then
-                echo "ok - guest # SKIP the kernel package could not be fetched"
-                printf '%s\n' "$out" | tail -n 5 | sed 's/^/#   /'
-                exit 0
-        fi
-        not_ok "guest pieces build" "$out"
-        finish
-fi
+# The guest pieces are not part of `make all`.
+build_guest guest "$CVM_BUILD/guest/cvm-init" "$CVM_BUILD/guest/cvm-agent" \
+        "$CVM_BUILD/guest/cvm-guest-probe" guest-kernel
 ok "guest pieces build (cvm-init, static cvm-agent, probe, kernel $(cat "$KERNEL/version"))"
 
 cat >"$TMP/handler.sh" <<'SH'

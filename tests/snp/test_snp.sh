@@ -25,11 +25,7 @@ read -r qmaj qmin <<<"$qv"
 case $CVM_BUILD in */asan) skip "run once, by the plain build" ;; esac
 
 guest="$CVM_ROOT/$CVM_BUILD/guest"
-env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s -C "$CVM_ROOT" BUILD="$CVM_BUILD" \
-        "$CVM_BUILD/guest/initrd-demo.cpio.gz" >"$TMP/guest.log" 2>&1 || {
-        not_ok "the guest image builds" "$(tail -n 20 "$TMP/guest.log")"
-        finish
-}
+build_guest "SEV-SNP end to end" "$CVM_BUILD/guest/initrd-demo.cpio.gz"
 kernel="$guest/kernel/vmlinuz"
 initrd="$guest/initrd-demo.cpio.gz"
 verifier="$CVM_ROOT/$CVM_BUILD/firmware/verifier.bin"
