@@ -307,6 +307,54 @@ static _Noreturn void boot(const loaded *l, uint64_t rsdp) {
         __builtin_unreachable();
 }
 
+static void cpuid(uint32_t leaf, uint32_t sub, uint32_t r[4]) {
+        __asm__ volatile("cpuid"
+                         : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3])
+                         : "a"(leaf), "c"(sub));
+}
+
+/* Under SEV-SNP CPUID would raise a #VC: the answers come from the CPUID page. */
+static bool cpuid_page(uint32_t leaf, uint32_t sub, uint32_t r[4]) {
+        const uint8_t *page = (const uint8_t *)VF_CPUID;
+        uint32_t count = vf_le32(page);
+        for (uint32_t i = 0; i < count && i < 64; i++) {
+                const uint8_t *e = page + 16 + 48 * i;
+                if (vf_le32(e) == leaf && vf_le32(e + 4) == sub) {
+                        for (int j = 0; j < 4; j++)
+                                r[j] = vf_le32(e + 24 + 4 * j);
+                        return true;
+                }
+        }
+        return false;
+}
+
+/* SHA-256 with the SHA extensions where the CPU has them (SSSE3, SSE4.1 and
+ * SHA); they need SSE, which is off after reset. */
+static void enable_sha_ni(void) {
+        uint32_t l1[4] = {0}, l7[4] = {0};
+        if (vf_snp_state.active) {
+                if (!cpuid_page(1, 0, l1) || !cpuid_page(7, 0, l7))
+                        return;
+        } else {
+                cpuid(0, 0, l7);
+                if (l7[0] < 7)
+                        return;
+                cpuid(1, 0, l1);
+                cpuid(7, 0, l7);
+        }
+        if (!(l1[2] & (1u << 9)) || !(l1[2] & (1u << 19)) || !(l7[1] & (1u << 29)))
+                return;
+        uint64_t cr0, cr4;
+        __asm__ volatile("mov %%cr0, %0" : "=r"(cr0));
+        __asm__ volatile("mov %%cr4, %0" : "=r"(cr4));
+        cr0 = (cr0 & ~(1ull << 2)) | (1ull << 1); /* EM off, MP on */
+        cr4 |= (1ull << 9) | (1ull << 10);        /* OSFXSR, OSXMMEXCPT */
+        __asm__ volatile("mov %0, %%cr0" : : "r"(cr0));
+        __asm__ volatile("mov %0, %%cr4" : : "r"(cr4));
+        vf_sha256_use_ni(true);
+        vf_log("SHA-256 with the SHA extensions");
+}
+
 _Noreturn void vf_main(unsigned cbit);
 _Noreturn void vf_main(unsigned cbit) {
         if (cbit)
@@ -317,6 +365,7 @@ _Noreturn void vf_main(unsigned cbit) {
                 vf_log("plain guest (no SEV-SNP)");
         else
                 vf_log("SEV-SNP guest, C-bit %u", cbit);
+        enable_sha_ni();
         vf_fwcfg_init();
         read_memory_map();
         if (!plain)

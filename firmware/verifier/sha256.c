@@ -2,7 +2,7 @@
  * a kernel and an initrd once per boot. */
 #include "sha256.h"
 
-static const uint32_t k[64] = {
+const uint32_t vf_sha256_k[64] __attribute__((aligned(16))) = {
         0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
         0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
         0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
@@ -32,7 +32,7 @@ static void compress(uint32_t h[8], const uint8_t *p) {
         uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], hh = h[7];
         for (int i = 0; i < 64; i++) {
                 uint32_t t1 = hh + (ror(e, 6) ^ ror(e, 11) ^ ror(e, 25)) + ((e & f) ^ (~e & g)) +
-                              k[i] + w[i];
+                              vf_sha256_k[i] + w[i];
                 uint32_t t2 = (ror(a, 2) ^ ror(a, 13) ^ ror(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
                 hh = g;
                 g = f;
@@ -51,6 +51,21 @@ static void compress(uint32_t h[8], const uint8_t *p) {
         h[5] += f;
         h[6] += g;
         h[7] += hh;
+}
+
+static bool use_ni;
+
+void vf_sha256_use_ni(bool on) {
+        use_ni = on;
+}
+
+static void blocks(uint32_t h[8], const uint8_t *p, size_t n) {
+        if (use_ni) {
+                vf_sha256_blocks_ni(h, p, n);
+                return;
+        }
+        for (; n; n--, p += 64)
+                compress(h, p);
 }
 
 void vf_sha256_init(vf_sha256 *s) {
@@ -72,11 +87,12 @@ void vf_sha256_update(vf_sha256 *s, const void *data, size_t len) {
                 }
                 if (s->fill < 64)
                         return;
-                compress(s->h, s->block);
+                blocks(s->h, s->block, 1);
                 s->fill = 0;
         }
-        for (; len >= 64; p += 64, len -= 64)
-                compress(s->h, p);
+        blocks(s->h, p, len / 64);
+        p += len / 64 * 64;
+        len %= 64;
         while (len--)
                 s->block[s->fill++] = *p++;
 }
@@ -87,14 +103,14 @@ void vf_sha256_final(vf_sha256 *s, uint8_t out[VF_SHA256_SIZE]) {
         if (s->fill > 56) {
                 while (s->fill < 64)
                         s->block[s->fill++] = 0;
-                compress(s->h, s->block);
+                blocks(s->h, s->block, 1);
                 s->fill = 0;
         }
         while (s->fill < 56)
                 s->block[s->fill++] = 0;
         for (int i = 0; i < 8; i++)
                 s->block[56 + i] = (uint8_t)(bits >> (56 - 8 * i));
-        compress(s->h, s->block);
+        blocks(s->h, s->block, 1);
         for (int i = 0; i < 8; i++) {
                 out[4 * i] = (uint8_t)(s->h[i] >> 24);
                 out[4 * i + 1] = (uint8_t)(s->h[i] >> 16);

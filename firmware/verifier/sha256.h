@@ -2,6 +2,7 @@
  * side uses OpenSSL; tests/unit/test_verifier.c checks this one against it. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -13,6 +14,15 @@ typedef struct vf_sha256 {
         uint8_t block[64];
         size_t fill;
 } vf_sha256;
+
+/* The round constants, 16-byte aligned for the SHA-NI code. */
+extern const uint32_t vf_sha256_k[64];
+
+/* Use the SHA extensions from now on: only once SSE is enabled and CPUID
+ * says SHA, SSSE3 and SSE4.1 are there. */
+void vf_sha256_use_ni(bool on);
+/* sha256_ni.c: whole 64-byte blocks into h. */
+void vf_sha256_blocks_ni(uint32_t h[8], const uint8_t *p, size_t nblocks);
 
 void vf_sha256_init(vf_sha256 *s);
 void vf_sha256_update(vf_sha256 *s, const void *data, size_t len);

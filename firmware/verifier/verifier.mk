@@ -17,6 +17,13 @@ $(VF_OBJDIR)/%.o: firmware/verifier/%.c
 	@mkdir -p $(dir $@)
 	$(call quiet,CC,$@)$(CC) $(VF_CFLAGS) -c -o $@ $<
 
+# The SHA-NI code is the one file that uses SSE registers (vf_main turns SSE
+# on before it may run).
+$(VF_OBJDIR)/sha256_ni.o: firmware/verifier/sha256_ni.c
+	@mkdir -p $(dir $@)
+	$(call quiet,CC,$@)$(CC) $(filter-out -mgeneral-regs-only,$(VF_CFLAGS)) -msse4.1 -msha \
+		-c -o $@ $<
+
 $(VF_OBJDIR)/reset.o: firmware/verifier/reset.S firmware/verifier/layout.h
 	@mkdir -p $(dir $@)
 	$(call quiet,AS,$@)$(CC) -m64 -Ifirmware/verifier -c -o $@ $<

@@ -122,6 +122,10 @@ echo
 if command -v qemu-system-x86_64 >/dev/null 2>&1; then
         # Real guests under TCG: the boot verifier against SeaBIOS and OVMF.
         timeout 1200 "$root/tests/bench/firmware-boot.sh" "$build" 5 || fail "firmware-boot failed"
+        echo
+        # The verifier's hash at native speed, over the same kernel and initrd.
+        "$root/$build/bench/verifier-sha" "$root/$build/guest/kernel/vmlinuz" \
+                "$root/$build/guest/initrd-demo.cpio.gz" || fail "verifier-sha failed"
 else
         echo "firmware-boot: skipped: qemu-system-x86_64 is not installed"
 fi

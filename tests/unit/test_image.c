@@ -117,7 +117,7 @@ static void test_defaults(void **state) {
         assert_int_equal(s.guest_policy, 0x30000);
         assert_string_equal(s.vcpu_type, "EPYC-v4");
         assert_int_equal(s.guest_features, 0x1);
-        assert_int_equal(s.firmware_boot_ms, 100);
+        assert_int_equal(s.firmware_boot_ms, 15);
         assert_int_equal(s.kernel_boot_ms, 125);
         /* With no object, parse validates the defaults themselves: the
          * firmware must exist (the build tree's, found above this test). */

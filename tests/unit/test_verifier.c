@@ -15,6 +15,7 @@
 #include "snp_firmware.h"
 /* Compiled here, hosted: the verifier's own build is freestanding. */
 #include "verifier/sha256.c"
+#include "verifier/sha256_ni.c"
 
 static void openssl_sha256(const uint8_t *data, size_t len, uint8_t out[32]) {
         unsigned n = 32;
@@ -48,8 +49,7 @@ static void test_sha256_known_answers(void **state) {
 
 /* Every length around the block and padding boundaries, fed in uneven
  * pieces, against OpenSSL. */
-static void test_sha256_against_openssl(void **state) {
-        (void)state;
+static void sha256_against_openssl(void) {
         enum { MAX = 1100 };
         uint8_t *data = malloc(MAX);
         assert_non_null(data);
@@ -69,6 +69,23 @@ static void test_sha256_against_openssl(void **state) {
                 }
         }
         free(data);
+}
+
+static void test_sha256_against_openssl(void **state) {
+        (void)state;
+        vf_sha256_use_ni(false);
+        sha256_against_openssl();
+}
+
+/* The SHA-NI path, where this machine's CPU has the SHA extensions. */
+static void test_sha256_ni_against_openssl(void **state) {
+        (void)state;
+        __builtin_cpu_init();
+        if (!__builtin_cpu_supports("sha") || !__builtin_cpu_supports("sse4.1"))
+                skip();
+        vf_sha256_use_ni(true);
+        sha256_against_openssl();
+        vf_sha256_use_ni(false);
 }
 
 /* A 4 KiB image whose GUID table holds only the verifier-config entry. */
@@ -107,6 +124,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_sha256_known_answers),
                 cmocka_unit_test(test_sha256_against_openssl),
+                cmocka_unit_test(test_sha256_ni_against_openssl),
                 cmocka_unit_test(test_verifier_config_entry),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
