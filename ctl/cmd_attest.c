@@ -21,6 +21,7 @@
 #include "cleanup.h"
 #include "ctl.h"
 #include "file.h"
+#include "path.h"
 
 /* A report file is 1184 bytes; anything near this bound is not one. */
 #define ATTEST_REPORT_FILE_MAX (64u << 10)
@@ -285,6 +286,7 @@ static int run(cvmctl *ctl, int argc, char **argv) {
                 {0},
         };
         attest_opts o = {0};
+        bool expect_image = false;
         int c;
         optind = 0; /* glibc: 0 resets the permutation state of the main parse. */
         while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -304,7 +306,7 @@ static int run(cvmctl *ctl, int argc, char **argv) {
                 case 'V': o.vcek = optarg; break;
                 case 'c': o.chain = optarg; break;
                 case 'd': o.report_data_hex = optarg; break;
-                case 'E': break;
+                case 'E': expect_image = true; break;
                 case 'h':
                         printf("Usage: cvmctl %s\n%s\n", cvmctl_cmd_attest.usage,
                                cvmctl_cmd_attest.summary);
@@ -312,31 +314,40 @@ static int run(cvmctl *ctl, int argc, char **argv) {
                 default: return CVMCTL_EXIT_USAGE;
                 }
         }
-        if (o.expect_hex && o.image.firmware)
+        if (o.expect_hex && (o.image.firmware || expect_image))
                 return usage_error("--expect-measurement and --firmware exclude each other");
+        /* The image's firmware defaults to cvmd's boot verifier, as launch images do. */
+        _cleanup_free_ char *verifier = NULL;
+        if (!o.expect_hex && !o.image.firmware &&
+            (expect_image || o.image.kernel || o.image.initrd || o.image.append)) {
+                if (!(verifier = cvm_path_shipped(CVM_PATH_VERIFIER)))
+                        return cvmctl_fail(
+                                &(cvm_error){.code = -ENOMEM, .message = "out of memory"});
+                o.image.firmware = verifier;
+        }
         if (optind < argc && strcmp(argv[optind], "verify") == 0 && optind + 1 == argc)
                 return run_verify(ctl, &o);
         if (optind + 1 != argc && !(o.vm && optind == argc))
                 return usage_error("name one function (or --vm ID), or use 'attest verify'");
         if (!o.expect_hex && !o.image.firmware)
-                return usage_error("say what to expect: --expect-measurement HEX or --firmware "
-                                   "FILE [...]");
+                return usage_error("say what to expect: --expect-measurement HEX or --expect-image "
+                                   "[--firmware FILE ...]");
         return run_live(ctl, o.vm ? NULL : argv[optind], &o);
 }
 
 const cvmctl_command cvmctl_cmd_attest = {
         .name = "attest",
         .summary = "verify that a function runs in a genuine SEV-SNP VM of the expected image",
-        .usage = "attest FUNCTION (--expect-measurement HEX | [--expect-image] --firmware FILE\n"
+        .usage = "attest FUNCTION (--expect-measurement HEX | --expect-image [--firmware FILE]\n"
                  "           [--kernel FILE] [--initrd FILE] [--append CMDLINE] [--vcpus N]\n"
                  "           [--vcpu-type T] [--guest-features HEX]) --ark FILE [--policy FILE] "
                  "[--json]\n"
                  "       cvmctl attest --vm ID (--expect-measurement HEX | ...) --ark FILE\n"
                  "       cvmctl attest verify --report FILE --vcek FILE --chain FILE [--ark FILE]\n"
                  "           [--expect-measurement HEX | --firmware FILE ...] [--report-data HEX]\n"
-                 "Every check is printed; the exit status is 0 only if all pass with a pinned "
-                 "ARK.\n"
-                 "Example: cvmctl attest hello --firmware /usr/share/ovmf/OVMF.fd "
+                 "The expected image's firmware defaults to cvmd's boot verifier. Every check is\n"
+                 "printed; the exit status is 0 only if all pass with a pinned ARK.\n"
+                 "Example: cvmctl attest hello --expect-image --kernel vmlinuz --initrd initrd.gz "
                  "--ark /var/lib/cvmd/sim-amd/ark.pem",
         .run = run,
 };

@@ -13,6 +13,7 @@
 #include "cleanup.h"
 #include "ctl.h"
 #include "file.h"
+#include "path.h"
 #include "snp_measure.h"
 
 /* Launch files are bounded: firmware 16 MiB (the measurement's own limit),
@@ -99,8 +100,13 @@ static int run(cvmctl *ctl, int argc, char **argv) {
                 default: return CVMCTL_EXIT_USAGE;
                 }
         }
-        if (!firmware)
-                return usage_error("--firmware is required");
+        /* cvmd's boot verifier, the default firmware of launch images. */
+        _cleanup_free_ char *verifier = NULL;
+        if (!firmware) {
+                if (!(verifier = cvm_path_shipped(CVM_PATH_VERIFIER)))
+                        return usage_error("out of memory");
+                firmware = verifier;
+        }
         if (optind < argc)
                 return usage_error("unexpected argument");
         if ((initrd || append) && !kernel)
@@ -151,9 +157,11 @@ static int run(cvmctl *ctl, int argc, char **argv) {
 const cvmctl_command cvmctl_cmd_measure = {
         .name = "measure",
         .summary = "compute the SEV-SNP launch digest of a launch image, locally",
-        .usage = "measure --firmware FILE [--kernel FILE [--initrd FILE] [--append CMDLINE]]\n"
+        .usage = "measure [--firmware FILE] [--kernel FILE [--initrd FILE] [--append CMDLINE]]\n"
                  "               [--vcpus N] [--vcpu-type TYPE] [--guest-features HEX] [--json]\n"
-                 "Example: cvmctl measure --firmware /usr/share/ovmf/OVMF.fd --vcpus 1 "
-                 "--vcpu-type EPYC-v4",
+                 "The firmware defaults to cvmd's boot verifier, as launch images do.\n"
+                 "Example: cvmctl measure --kernel vmlinuz --initrd initrd.gz --append "
+                 "console=ttyS0\n"
+                 "         cvmctl measure --firmware /usr/share/ovmf/OVMF.fd --vcpus 4",
         .run = run,
 };

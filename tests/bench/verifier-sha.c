@@ -79,7 +79,8 @@ int main(int argc, char **argv) {
         double portable = run_vf(data, len, false, a);
         double mb = (double)len / (1 << 20);
         printf("verifier-sha: %.1f MiB, best of 5\n", mb);
-        printf("  %-28s %8.1f ms %8.0f MiB/s\n", "verifier, portable C", portable, mb / portable * 1e3);
+        printf("  %-28s %8.1f ms %8.0f MiB/s\n", "verifier, portable C", portable,
+               mb / portable * 1e3);
         __builtin_cpu_init();
         if (__builtin_cpu_supports("sha") && __builtin_cpu_supports("sse4.1")) {
                 double ni = run_vf(data, len, true, b);

@@ -42,6 +42,10 @@ expect "its expected PSP time follows from its pages: ${psp_d} ms against OVMF's
 out=$(curl -s -D "$TMP/h" --unix-socket "$SOCK" -d 'hi' http://cvmd/v1/functions/dflt/invoke)
 expect "a cold start from the verifier spends that PSP time" "$(tr -d '\r' <"$TMP/h" | grep Server-Timing) $out" \
         "psp;dur=${psp_d%.*}(\.[0-9]+)?, .* hi\$"
+"$CVMCTL" attest dflt --expect-image >/dev/null 2>&1 # the sim makes its chain on the first request
+out=$("$CVMCTL" attest dflt --expect-image --ark "$STATE/sim-amd/ark.pem" 2>&1); rc=$?
+expect "cvmctl attest --expect-image expects the verifier by default, and it verifies" "$rc $out" \
+        '^0 .*pass +measurement.*verified'
 stop_daemon
 
 out=$("$CVMCTL" image build --out "$TMP/img" 2>&1); rc=$?
