@@ -42,6 +42,11 @@ expect "its expected PSP time follows from its pages: ${psp_d} ms against OVMF's
 out=$(curl -s -D "$TMP/h" --unix-socket "$SOCK" -d 'hi' http://cvmd/v1/functions/dflt/invoke)
 expect "a cold start from the verifier spends that PSP time" "$(tr -d '\r' <"$TMP/h" | grep Server-Timing) $out" \
         "psp;dur=${psp_d%.*}(\.[0-9]+)?, .* hi\$"
+head -c 65536 /dev/urandom >"$TMP/vmlinux.fake"
+out=$(api PUT /v1/functions/elf -H 'Content-Type: application/json' \
+        -d "{\"handler\": {\"exec\": [\"/bin/cat\"]}, \"image\": {\"kernel\": \"$TMP/vmlinux.fake\"}}")
+expect "a kernel the verifier cannot boot is refused, saying why" "$out" \
+        '^4[0-9][0-9] .*the boot verifier .* boots a bzImage with a 64-bit entry'
 "$CVMCTL" attest dflt --expect-image >/dev/null 2>&1 # the sim makes its chain on the first request
 out=$("$CVMCTL" attest dflt --expect-image --ark "$STATE/sim-amd/ark.pem" 2>&1); rc=$?
 expect "cvmctl attest --expect-image expects the verifier by default, and it verifies" "$rc $out" \
