@@ -81,12 +81,13 @@ static int run_mkinitrd(const build_opts *o, const char *initrd, cvm_error *err)
                 return cvm_error_set(err, -ENOMEM, "out of memory");
         int r;
         if ((r = need_file("the initrd builder", script, X_OK, err)) < 0 ||
-            (r = need_file("the guest's init (build it with `make guest`):", init, R_OK, err)) <
-                    0 ||
-            (r = need_file("the guest agent (build it with `make guest`):", agent, R_OK, err)) <
-                    0 ||
-            (r = need_file("the kernel's modules (build them with `make guest`):", modules, R_OK,
-                           err)) < 0)
+            (r = need_file("the guest's init (`make guest` builds it; --guest DIR names another):",
+                           init, R_OK, err)) < 0 ||
+            (r = need_file("the guest agent (`make guest` builds it; --guest DIR names another):",
+                           agent, R_OK, err)) < 0 ||
+            (r = need_file(
+                     "the kernel's modules (`make guest` builds them; --guest DIR names others):",
+                     modules, R_OK, err)) < 0)
                 return r;
         const char *argv[20 + 2 * MAX_FILES + MAX_ARGS];
         size_t n = 0;
@@ -177,8 +178,8 @@ static int build(cvmctl *ctl, build_opts *o) {
                 cvm_error_set(&err, -ENOMEM, "out of memory");
                 return cvmctl_fail(&err);
         }
-        if ((r = need_file("the guest kernel (build it with `make guest`):", kernel_src, R_OK,
-                           &err)) < 0 ||
+        if ((r = need_file("the guest kernel (`make guest` builds it; --guest DIR names another):",
+                           kernel_src, R_OK, &err)) < 0 ||
             (r = run_mkinitrd(o, initrd, &err)) < 0 ||
             (r = copy_into(kernel_src, out, "vmlinuz", &kernel, &err)) < 0 ||
             (r = copy_into(o->firmware, out, "verifier.bin", &firmware, &err)) < 0)
