@@ -1108,10 +1108,18 @@ static void host_release(lv_host *lh) {
                         n++;
                 }
         }
+        /* Each phase is logged: should a libvirt call never return, the log
+         * says which wait it is stuck in. */
         cvm_error err = {0};
+        uint64_t t0 = uv_hrtime();
+        if (n)
+                log_info("libvirt: destroying %zu domain(s)", n);
         if (n && start_workers(lh, &err) < 0)
                 log_warn("libvirt: %s: domains are left running", err.message);
         join_workers(lh);
+        if (n)
+                log_info("libvirt: %zu domain(s) destroyed in %.0f ms", n,
+                         (double)(uv_hrtime() - t0) / 1e6);
         while (lh->done) {
                 lv_job *j = lh->done;
                 lh->done = j->next;
@@ -1147,6 +1155,7 @@ static void host_release(lv_host *lh) {
                 virConnectClose(lh->conn);
         }
         stop_event_thread(lh);
+        log_info("libvirt: connection closed, event loop stopped");
         /* Destroying the domains above queued STOPPED events; nobody will
          * read them now. */
         while (lh->events) {

@@ -91,7 +91,11 @@ stop_daemon() {
         while kill -0 "$CVMD_PID" 2>/dev/null && [ "$(ps -o stat= -p "$CVMD_PID")" != Z ]; do
                 if [ "$waited" -ge "$limit" ]; then
                         not_ok "cvmd exits within ${CVM_STOP_TIMEOUT:-120} s of SIGTERM"
-                        gdb -batch -p "$CVMD_PID" -ex 'thread apply all bt' 2>&1 |
+                        # Threads all stopped (t) with a tracer child: LeakSanitizer's
+                        # check at exit, which gdb cannot attach to.
+                        ps -L -o tid,stat,wchan:32,comm -p "$CVMD_PID" | sed 's/^/#   /'
+                        ps -o pid,stat,comm --ppid "$CVMD_PID" | sed 's/^/#   /'
+                        timeout 60 gdb -batch -p "$CVMD_PID" -ex 'thread apply all bt' 2>&1 |
                                 grep -E '^(Thread|#)' | sed 's/^/#   /'
                         echo "# daemon log:"
                         tail -n 40 "$LOG" | sed 's/^/#   /'
