@@ -141,8 +141,8 @@ struct lv_host {
         lv_job *queue, *queue_tail;
         lv_job *done;
         lv_event *events;
-        bool workers_exit; /* Workers leave once the queue is empty. */
-        pthread_t workers[LV_WORKERS_MAX];
+        bool workers_exit;                     /* Workers leave once the queue is empty. */
+        pthread_t workers[2 * LV_WORKERS_MAX]; /* At exit, destroyers join the workers. */
         uint32_t n_workers;
         uv_async_t async;
         /* libvirt's event loop. */
@@ -410,9 +410,10 @@ static void *worker_main(void *arg) {
         }
 }
 
-static int start_workers(lv_host *lh, cvm_error *err) {
-        for (uint32_t i = 0; i < lh->cfg.workers; i++) {
-                int r = pthread_create(&lh->workers[i], NULL, worker_main, lh);
+/* Adds count worker threads (at most LV_WORKERS_MAX at a time). */
+static int start_workers(lv_host *lh, uint32_t count, cvm_error *err) {
+        for (uint32_t i = 0; i < count && lh->n_workers < CVM_ARRAY_SIZE(lh->workers); i++) {
+                int r = pthread_create(&lh->workers[lh->n_workers], NULL, worker_main, lh);
                 if (r != 0)
                         return cvm_error_set_errno(err, -r, "cannot start a libvirt worker thread");
                 lh->n_workers++;
@@ -1074,30 +1075,8 @@ static void async_closed(uv_handle_t *h) {
         free(lh);
 }
 
-/* Daemon exit: no callbacks. Calls in flight finish, queued ones are
- * dropped, then every domain is destroyed by the workers in parallel. */
-static void host_release(lv_host *lh) {
-        pthread_mutex_lock(&lh->mu);
-        lv_job *queued = lh->queue;
-        lh->queue = lh->queue_tail = NULL;
-        pthread_mutex_unlock(&lh->mu);
-        while (queued) {
-                lv_job *j = queued;
-                queued = j->next;
-                job_free(j);
-        }
-        join_workers(lh);
-        /* Finished calls nobody will hear of. */
-        while (lh->done) {
-                lv_job *j = lh->done;
-                lh->done = j->next;
-                job_free(j);
-        }
-        while (lh->events) {
-                lv_event *ev = lh->events;
-                lh->events = ev->next;
-                free(ev);
-        }
+/* Queues a destroy for every domain; returns how many. */
+static size_t queue_destroys(lv_host *lh) {
         size_t n = 0;
         for (lv_vm *lv = lh->vms; lv; lv = lv->next) {
                 lv_job *j =
@@ -1108,25 +1087,60 @@ static void host_release(lv_host *lh) {
                         n++;
                 }
         }
+        return n;
+}
+
+static void drop_done(lv_host *lh, bool report) {
+        while (lh->done) {
+                lv_job *j = lh->done;
+                lh->done = j->next;
+                if (report && j->kind == JOB_DESTROY && j->result < 0)
+                        log_warn("libvirt: %s", j->err.message);
+                job_free(j);
+        }
+}
+
+/* Daemon exit: no callbacks. Queued calls are dropped and every domain is
+ * destroyed at once, by fresh threads beside the workers: a call in flight
+ * that waits on a guest (its monitor has no timeout) returns only once that
+ * guest's QEMU is gone, so the destroys must not wait for it. A prepare in
+ * flight may define its domain after that domain's destroy ran: a second
+ * pass, once every call has returned, catches it. */
+static void host_release(lv_host *lh) {
+        pthread_mutex_lock(&lh->mu);
+        lv_job *queued = lh->queue;
+        lh->queue = lh->queue_tail = NULL;
+        pthread_mutex_unlock(&lh->mu);
+        while (queued) {
+                lv_job *j = queued;
+                queued = j->next;
+                job_free(j);
+        }
         /* Each phase is logged: should a libvirt call never return, the log
          * says which wait it is stuck in. */
         cvm_error err = {0};
         uint64_t t0 = uv_hrtime();
-        if (n)
+        size_t n = queue_destroys(lh);
+        if (n) {
                 log_info("libvirt: destroying %zu domain(s)", n);
-        if (n && start_workers(lh, &err) < 0)
-                log_warn("libvirt: %s: domains are left running", err.message);
+                if (start_workers(lh, n < lh->cfg.workers ? (uint32_t)n : lh->cfg.workers, &err) <
+                    0)
+                        log_warn("libvirt: %s: the workers destroy the domains", err.message);
+        }
         join_workers(lh);
+        drop_done(lh, true);
+        while (lh->events) {
+                lv_event *ev = lh->events;
+                lh->events = ev->next;
+                free(ev);
+        }
+        if (queue_destroys(lh) && start_workers(lh, lh->cfg.workers, &err) < 0)
+                log_warn("libvirt: %s: domains may be left running", err.message);
+        join_workers(lh);
+        drop_done(lh, false);
         if (n)
                 log_info("libvirt: %zu domain(s) destroyed in %.0f ms", n,
                          (double)(uv_hrtime() - t0) / 1e6);
-        while (lh->done) {
-                lv_job *j = lh->done;
-                lh->done = j->next;
-                if (j->result < 0)
-                        log_warn("libvirt: %s", j->err.message);
-                job_free(j);
-        }
         while (lh->queue) {
                 lv_job *j = lh->queue;
                 lh->queue = j->next;
@@ -1432,7 +1446,7 @@ static int host_start(lv_host *lh, cvm_error *err) {
         if (lh->lifecycle_cb_id < 0)
                 return cvm_error_set(err, -EIO, "libvirt: cannot watch domain events: %s",
                                      virGetLastErrorMessage());
-        int r = start_workers(lh, err);
+        int r = start_workers(lh, lh->cfg.workers, err);
         if (r < 0)
                 return r;
         lv_job *reap = job_new(JOB_REAP, "");
