@@ -45,7 +45,7 @@ static int need_file(const char *what, const char *path, int mode, cvm_error *er
         return 0;
 }
 
-/* Copies src to dir/name through a temporary file; *ret is the new path. */
+/* Copies src to dir/name; *ret is the new path. */
 static int copy_into(const char *src, const char *dir, const char *name, char **ret,
                      cvm_error *err) {
         _cleanup_free_ uint8_t *data = NULL;
@@ -53,19 +53,11 @@ static int copy_into(const char *src, const char *dir, const char *name, char **
         int r = cvm_file_read(src, MAX_COPY, &data, &len, NULL, err);
         if (r < 0)
                 return r;
-        _cleanup_free_ char *dst = NULL, *tmp = NULL;
-        if (asprintf(&dst, "%s/%s", dir, name) < 0 || asprintf(&tmp, "%s.tmpXXXXXX", dst) < 0)
+        _cleanup_free_ char *dst = NULL;
+        if (asprintf(&dst, "%s/%s", dir, name) < 0)
                 return cvm_error_set(err, -ENOMEM, "out of memory");
-        int fd = mkostemp(tmp, O_CLOEXEC);
-        if (fd < 0)
-                return cvm_error_set_errno(err, -errno, "cannot create %s", tmp);
-        bool ok = write(fd, data, len) == (ssize_t)len && fchmod(fd, 0644) == 0;
-        ok = close(fd) == 0 && ok;
-        if (!ok || rename(tmp, dst) < 0) {
-                r = cvm_error_set_errno(err, -errno, "cannot write %s", dst);
-                unlink(tmp);
+        if ((r = cvm_file_write_atomic(dst, data, len, 0644, err)) < 0)
                 return r;
-        }
         *ret = CVM_TAKE_PTR(dst);
         return 0;
 }

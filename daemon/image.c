@@ -689,12 +689,6 @@ static void file_data_done(file_data *d) {
 }
 
 /* The worker: reads the files and measures them; touches only m's key and results. */
-static bool is_bzimage64(const uint8_t *k, size_t len) {
-        return len > BP_CANONICAL_SIZE && memcmp(k + BP_HEADER_MAGIC, "HdrS", 4) == 0 &&
-               (k[BP_VERSION] | k[BP_VERSION + 1] << 8) >= BP_MIN_VERSION &&
-               (k[BP_XLOADFLAGS] & BP_XLF_KERNEL_64);
-}
-
 static int measure_files(measurement *m) {
         CVM_CLEANUP(file_data_done) file_data d = {0};
         for (int i = 0; i < FILE_COUNT; i++) {
@@ -723,8 +717,9 @@ static int measure_files(measurement *m) {
          * is all such a guest's (informational) measurement can be. An SNP host
          * never gets here: its measurement refuses the unmeasured kernel. */
         cvm_snp_firmware fw;
-        if (m->plain_guests && in.kernel &&
-            cvm_snp_firmware_parse(in.firmware, in.firmware_len, &fw, NULL) >= 0) {
+        bool parsed =
+                in.kernel && cvm_snp_firmware_parse(in.firmware, in.firmware_len, &fw, NULL) >= 0;
+        if (parsed && m->plain_guests) {
                 bool hashes = false;
                 for (size_t i = 0; i < fw.nsections; i++)
                         hashes |= fw.sections[i].kind == CVM_SNP_SECTION_SNP_KERNEL_HASHES;
@@ -733,17 +728,15 @@ static int measure_files(measurement *m) {
                         in.kernel_len = in.initrd_len = 0;
                         in.cmdline = NULL;
                 }
-        }
-        /* cvmd's boot verifier boots bzImages through the 64-bit boot protocol;
-         * anything else would halt the guest at its first boot. */
-        if (!m->plain_guests && in.kernel &&
-            cvm_snp_firmware_parse(in.firmware, in.firmware_len, &fw, NULL) >= 0 &&
-            fw.has_verifier_config && !is_bzimage64(in.kernel, in.kernel_len))
+        } else if (parsed && fw.has_verifier_config && !bp_is_bzimage64(in.kernel, in.kernel_len)) {
+                /* cvmd's boot verifier boots bzImages through the 64-bit boot
+                 * protocol; anything else would halt the guest at its first boot. */
                 return cvm_error_set(&m->err, -EINVAL,
                                      "kernel %s: the boot verifier (%s) boots a bzImage with a "
                                      "64-bit entry (boot protocol 2.12 or later), and this is "
                                      "not one (an ELF vmlinux?)",
                                      m->spec.kernel, m->spec.firmware);
+        }
         int r = cvm_snp_measure(&in, m->digest, &m->pages, &m->err);
         if (r < 0)
                 cvm_error_prefix(&m->err, "measuring %s: ", m->spec.firmware);

@@ -2,7 +2,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -43,5 +46,41 @@ int cvm_file_read(const char *path, size_t max, uint8_t **ret, size_t *ret_len, 
                 *ret_mode = st.st_mode;
         *ret_len = len;
         *ret = CVM_TAKE_PTR(buf);
+        return 0;
+}
+
+int cvm_file_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
+                          cvm_error *err) {
+        char tmp[PATH_MAX];
+        const char *slash = strrchr(path, '/');
+        int dir_len = slash ? (int)(slash - path + 1) : 0;
+        if ((size_t)snprintf(tmp, sizeof(tmp), "%.*s.%s.tmp", dir_len, path, path + dir_len) >=
+            sizeof(tmp))
+                return cvm_error_set(err, -ENAMETOOLONG, "%s: path too long", path);
+        (void)unlink(tmp);
+        _cleanup_close_ int fd =
+                open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+        if (fd < 0)
+                return cvm_error_set_errno(err, -errno, "creating %s", tmp);
+        const uint8_t *p = data;
+        size_t done = 0;
+        while (done < len) {
+                ssize_t n = write(fd, p + done, len - done);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0) {
+                        int e = -errno;
+                        (void)unlink(tmp);
+                        return cvm_error_set_errno(err, e, "writing %s", tmp);
+                }
+                done += (size_t)n;
+        }
+        /* The mode given to open() is masked by the umask; the file must end
+         * up with mode whatever it is. */
+        if (fchmod(fd, mode) < 0 || fsync(fd) < 0 || rename(tmp, path) < 0) {
+                int e = -errno;
+                (void)unlink(tmp);
+                return cvm_error_set_errno(err, e, "writing %s", path);
+        }
         return 0;
 }

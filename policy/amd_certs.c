@@ -543,39 +543,12 @@ int cvm_amd_cert_pem(X509 *cert, char **ret, size_t *ret_len, cvm_error *err) {
 
 /* ---- The simulated chain on disk ---- */
 
-/* Writes path atomically: a temporary file beside it, fsync, rename. */
 static int write_file_atomic(const char *dir, const char *name, const void *data, size_t len,
                              mode_t mode, cvm_error *err) {
-        char path[PATH_MAX], tmp[PATH_MAX];
-        if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path) ||
-            (size_t)snprintf(tmp, sizeof(tmp), "%s/.%s.tmp", dir, name) >= sizeof(tmp))
+        char path[PATH_MAX];
+        if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path))
                 return cvm_error_set(err, -ENAMETOOLONG, "%s/%s: path too long", dir, name);
-        (void)unlink(tmp);
-        _cleanup_close_ int fd =
-                open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
-        if (fd < 0)
-                return cvm_error_set_errno(err, -errno, "creating %s", tmp);
-        const uint8_t *p = data;
-        size_t done = 0;
-        while (done < len) {
-                ssize_t n = write(fd, p + done, len - done);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n < 0) {
-                        int e = -errno;
-                        (void)unlink(tmp);
-                        return cvm_error_set_errno(err, e, "writing %s", tmp);
-                }
-                done += (size_t)n;
-        }
-        /* The mode given to open() is masked by the umask; the key must end
-         * up 0600 whatever it is. */
-        if (fchmod(fd, mode) < 0 || fsync(fd) < 0 || rename(tmp, path) < 0) {
-                int e = -errno;
-                (void)unlink(tmp);
-                return cvm_error_set_errno(err, e, "writing %s", path);
-        }
-        return 0;
+        return cvm_file_write_atomic(path, data, len, mode, err);
 }
 
 int cvm_amd_sim_chain_save(const cvm_amd_chain *c, const char *dir, cvm_error *err) {

@@ -3,13 +3,10 @@
  * a plain guest without a hash table may boot, and the hash table a plain
  * guest is checked against. An SEV-SNP guest ignores both: it checks the
  * table QEMU writes into its measured kernel-hashes page. */
-#include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cleanup.h"
 #include "error.h"
@@ -100,9 +97,9 @@ int main(int argc, char **argv) {
                 if (initrd_path &&
                     cvm_file_read(initrd_path, MAX_INITRD, &initrd, &initrd_len, NULL, &e) < 0)
                         return fail(&e);
-                if (kernel_len < BP_CANONICAL_SIZE ||
-                    memcmp(kernel + BP_HEADER_MAGIC, "HdrS", 4) != 0)
-                        return fprintf(stderr, "verifier-patch: %s is not a bzImage\n",
+                if (!bp_is_bzimage64(kernel, kernel_len))
+                        return fprintf(stderr,
+                                       "verifier-patch: %s is not a bzImage with a 64-bit entry\n",
                                        kernel_path),
                                1;
                 for (size_t i = 0; i < sizeof(bp_loader_fields) / sizeof(bp_loader_fields[0]); i++)
@@ -115,18 +112,7 @@ int main(int argc, char **argv) {
                 memset(config + 8, 0, VF_PLAIN_HASHES_SIZE);
                 memcpy(config + 8, table, sizeof(table));
         }
-        _cleanup_free_ char *tmp = NULL;
-        if (asprintf(&tmp, "%s.tmpXXXXXX", out) < 0)
-                return fprintf(stderr, "verifier-patch: out of memory\n"), 1;
-        int fd = mkostemp(tmp, O_CLOEXEC);
-        if (fd < 0)
-                return fprintf(stderr, "verifier-patch: %s: %s\n", out, strerror(errno)), 1;
-        bool ok = write(fd, image, image_len) == (ssize_t)image_len;
-        ok = (close(fd) == 0) && ok;
-        if (!ok || rename(tmp, out) < 0) {
-                fprintf(stderr, "verifier-patch: cannot write %s: %s\n", out, strerror(errno));
-                unlink(tmp);
-                return 1;
-        }
+        if (cvm_file_write_atomic(out, image, image_len, 0644, &e) < 0)
+                return fail(&e);
         return 0;
 }

@@ -4,6 +4,7 @@
  * freestanding, firmware/tools/ hosted. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -51,6 +52,17 @@ static const struct {
         {BP_RAMDISK_SIZE, 4}, {BP_HEAP_END_PTR, 2},   {BP_CMD_LINE_PTR, 4}, {BP_SETUP_DATA, 8},
 };
 #define BP_CANONICAL_SIZE 0x260 /* Every loader field lies below this offset. */
+
+/* A kernel the 64-bit boot protocol can start: a bzImage ("HdrS"), boot
+ * protocol 2.12 or later, with a 64-bit entry. k holds at least its setup
+ * header (len bytes). */
+static inline bool bp_is_bzimage64(const uint8_t *k, size_t len) {
+        return len > BP_CANONICAL_SIZE && k[BP_HEADER_MAGIC] == 'H' &&
+               k[BP_HEADER_MAGIC + 1] == 'd' && k[BP_HEADER_MAGIC + 2] == 'r' &&
+               k[BP_HEADER_MAGIC + 3] == 'S' &&
+               (k[BP_VERSION] | k[BP_VERSION + 1] << 8) >= BP_MIN_VERSION &&
+               (k[BP_XLOADFLAGS] & BP_XLF_KERNEL_64);
+}
 
 /* QEMU's SevHashTable: a header GUID, the u16 table length, then entries
  * {GUID, u16 length 50, SHA-256} for the command line (with its NUL), the

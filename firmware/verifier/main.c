@@ -140,9 +140,7 @@ static void load(loaded *l, bool plain) {
         l->setup = (uint8_t *)VF_SETUP;
         vf_fwcfg_read(FW_CFG_SETUP_DATA, l->setup, l->setup_size, NULL);
         const uint8_t *s = l->setup;
-        if (memcmp(s + BP_HEADER_MAGIC, "HdrS", 4) != 0 ||
-            vf_le16(s + BP_VERSION) < BP_MIN_VERSION ||
-            !(vf_le16(s + BP_XLOADFLAGS) & BP_XLF_KERNEL_64))
+        if (!bp_is_bzimage64(s, l->setup_size))
                 vf_halt("the kernel is not a bzImage with a 64-bit entry (boot protocol >= 2.12)");
 
         /* The kernel hash covers the setup part and the protected-mode part,

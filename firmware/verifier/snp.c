@@ -184,6 +184,23 @@ static void set_field(uint8_t *ghcb, unsigned off, uint64_t v) {
         ghcb[GHCB_VALID_BITMAP + off / 64] |= (uint8_t)(1u << ((off / 8) % 8));
 }
 
+/* One VMGEXIT through the GHCB page: the exit code and information, one
+ * more save-area field the event needs (its offset and value), the GHCB
+ * version and usage, the GHCB's address in the MSR the hypervisor reads. */
+static void ghcb_exit(uint8_t *ghcb, uint64_t code, uint64_t info1, uint64_t info2, unsigned extra,
+                      uint64_t extra_value) {
+        memset(ghcb + GHCB_VALID_BITMAP, 0, 16);
+        set_field(ghcb, extra, extra_value);
+        set_field(ghcb, GHCB_SW_EXIT_CODE, code);
+        set_field(ghcb, GHCB_SW_EXIT_INFO_1, info1);
+        set_field(ghcb, GHCB_SW_EXIT_INFO_2, info2);
+        ghcb[GHCB_PROTOCOL_VERSION] = 2;
+        ghcb[GHCB_PROTOCOL_VERSION + 1] = 0;
+        vf_put_le32(ghcb + GHCB_USAGE, 0);
+        wrmsr(MSR_GHCB, VF_GHCB);
+        vmgexit();
+}
+
 /* Page state changes to private through the GHCB page (NAE event
  * SNP_PAGE_STATE_CHANGE): up to 253 entries per exit, 2 MiB entries where
  * the range allows. The host may process part of a request; the header's
@@ -198,16 +215,8 @@ static void psc_flush(uint8_t *ghcb, unsigned n) {
         while (vf_le16(buf) <= n - 1) {
                 unsigned cur = vf_le16(buf);
                 uint64_t cur_page = vf_le64(buf + 8 + 8 * cur) & 0xfff;
-                memset(ghcb + GHCB_VALID_BITMAP, 0, 16);
-                set_field(ghcb, GHCB_SW_EXIT_CODE, SVM_VMGEXIT_PSC);
-                set_field(ghcb, GHCB_SW_EXIT_INFO_1, 0);
-                set_field(ghcb, GHCB_SW_EXIT_INFO_2, 0);
-                set_field(ghcb, GHCB_SW_SCRATCH, VF_GHCB + GHCB_SHARED_BUFFER);
-                ghcb[GHCB_PROTOCOL_VERSION] = 2;
-                ghcb[GHCB_PROTOCOL_VERSION + 1] = 0;
-                vf_put_le32(ghcb + GHCB_USAGE, 0);
-                wrmsr(MSR_GHCB, VF_GHCB);
-                vmgexit();
+                ghcb_exit(ghcb, SVM_VMGEXIT_PSC, 0, 0, GHCB_SW_SCRATCH,
+                          VF_GHCB + GHCB_SHARED_BUFFER);
                 /* The host shares the buffer: it may only move forward within it. */
                 unsigned now = vf_le16(buf);
                 uint64_t at = now <= n - 1 ? vf_le64(buf + 8 + 8 * now) : 0;
@@ -247,22 +256,13 @@ static void psc_private(uint64_t start, uint64_t end) {
 
 uint32_t vf_snp_ioio(uint16_t port, unsigned size, bool in, uint32_t value) {
         uint8_t *ghcb = (uint8_t *)VF_GHCB;
-        memset(ghcb + GHCB_VALID_BITMAP, 0, 16);
         uint64_t info = (uint64_t)port << 16 | IOIO_A16 |
                         (size == 1   ? 0x10
                          : size == 2 ? 0x20
                                      : 0x40);
         if (in)
                 info |= IOIO_TYPE_IN;
-        set_field(ghcb, GHCB_RAX, in ? 0 : value);
-        set_field(ghcb, GHCB_SW_EXIT_CODE, SVM_EXIT_IOIO);
-        set_field(ghcb, GHCB_SW_EXIT_INFO_1, info);
-        set_field(ghcb, GHCB_SW_EXIT_INFO_2, 0);
-        ghcb[GHCB_PROTOCOL_VERSION] = 2;
-        ghcb[GHCB_PROTOCOL_VERSION + 1] = 0;
-        vf_put_le32(ghcb + GHCB_USAGE, 0);
-        wrmsr(MSR_GHCB, VF_GHCB);
-        vmgexit();
+        ghcb_exit(ghcb, SVM_EXIT_IOIO, info, 0, GHCB_RAX, in ? 0 : value);
         if ((uint32_t)vf_le64(ghcb + GHCB_SW_EXIT_INFO_1) != 0)
                 vf_snp_terminate(2); /* no console to say it on: this was the console */
         if (!in)

@@ -27,6 +27,28 @@ cleanup() {
         rm -rf "$TMP"
 }
 
+# wait_qemu SECONDS: waits for the QEMU in QEMU_PID to exit by itself and
+# leaves its exit status in QRC; after SECONDS it is killed and QRC is
+# "running".
+wait_qemu() {
+        local tenths=$(($1 * 10))
+        QRC=
+        for _ in $(seq 1 "$tenths"); do
+                if ! kill -0 "$QEMU_PID" 2>/dev/null; then
+                        wait "$QEMU_PID"
+                        QRC=$?
+                        break
+                fi
+                sleep 0.1
+        done
+        if [ -z "$QRC" ]; then
+                kill -KILL "$QEMU_PID" 2>/dev/null
+                wait "$QEMU_PID" 2>/dev/null
+                QRC=running
+        fi
+        QEMU_PID=
+}
+
 # build_guest NAME TARGET...: builds guest pieces (firmware/guest.mk; the
 # kernel is downloaded once into the build tree). Where the kernel package
 # cannot be fetched, NAME is skipped and the script ends; a failed build is

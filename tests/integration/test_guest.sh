@@ -81,24 +81,13 @@ boot() {
                         "console:" "$(tail -n 30 "$console" 2>/dev/null)" "$(cat "$TMP/$name.qemu")"
         fi
         # After SHUTDOWN the agent exits and cvm-init powers the VM off.
-        local qrc=
-        for _ in $(seq 1 200); do
-                if ! kill -0 "$QEMU_PID" 2>/dev/null; then
-                        wait "$QEMU_PID"
-                        qrc=$?
-                        break
-                fi
-                sleep 0.05
-        done
-        if [ "$qrc" = 0 ]; then
+        wait_qemu 10
+        if [ "$QRC" = 0 ]; then
                 ok "$name: the VM powered itself off"
         else
-                not_ok "$name: the VM powered itself off" "QEMU still running or failed (${qrc:-running})" \
+                not_ok "$name: the VM powered itself off" "QEMU still running or failed ($QRC)" \
                         "$(tail -n 10 "$console" 2>/dev/null)"
-                kill -KILL "$QEMU_PID" 2>/dev/null
-                wait "$QEMU_PID" 2>/dev/null
         fi
-        QEMU_PID=
         expect "$name: cvm-init's marker on the console" "$(cat "$console" 2>/dev/null)" \
                 'cvm-init: agent started'
 }

@@ -113,21 +113,7 @@ qemu_run() {
                                 "$(tail -n 20 "$TMP/$name.console")"
                 fi
         fi
-        QRC=
-        for _ in $(seq 1 300); do
-                if ! kill -0 "$QEMU_PID" 2>/dev/null; then
-                        wait "$QEMU_PID"
-                        QRC=$?
-                        break
-                fi
-                sleep 0.1
-        done
-        if [ -z "$QRC" ]; then
-                kill -KILL "$QEMU_PID" 2>/dev/null
-                wait "$QEMU_PID" 2>/dev/null
-                QRC=running
-        fi
-        QEMU_PID=
+        wait_qemu 30
 }
 
 qemu_run strict q35 "$VF" "$KERNEL" "$INITRD" "$APPEND"

@@ -1,5 +1,6 @@
 /* The shared helpers: the error model, JSON validation, log quoting. */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -129,12 +130,46 @@ static void test_file_read(void **state) {
         rmdir(dir);
 }
 
+static void test_file_write_atomic(void **state) {
+        (void)state;
+        char dir[] = "/tmp/cvm-test-file.XXXXXX";
+        assert_non_null(mkdtemp(dir));
+        char path[128], tmp[160];
+        snprintf(path, sizeof(path), "%s/out.bin", dir);
+        snprintf(tmp, sizeof(tmp), "%s/.out.bin.tmp", dir);
+        cvm_error err = {0};
+        mode_t old = umask(077);
+        assert_int_equal(cvm_file_write_atomic(path, "first", 5, 0644, &err), 0);
+        umask(old);
+        struct stat st;
+        assert_int_equal(stat(path, &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0644); /* whatever the umask */
+        /* A leftover temporary file does not stop the next write; a new
+         * content replaces the old whole. */
+        close(open(tmp, O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+        assert_int_equal(cvm_file_write_atomic(path, "second!", 7, 0600, &err), 0);
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        assert_int_equal(cvm_file_read(path, 4096, &buf, &len, NULL, &err), 0);
+        assert_int_equal(len, 7);
+        assert_memory_equal(buf, "second!", 7);
+        free(buf);
+        assert_int_equal(access(tmp, F_OK), -1);
+        /* Errors name the path and change nothing. */
+        snprintf(tmp, sizeof(tmp), "%s/missing/x", dir);
+        assert_int_equal(cvm_file_write_atomic(tmp, "x", 1, 0644, &err), -ENOENT);
+        assert_non_null(strstr(err.message, "missing"));
+        unlink(path);
+        rmdir(dir);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_error_model),
                 cmocka_unit_test(test_json_helpers),
                 cmocka_unit_test(test_quote),
                 cmocka_unit_test(test_file_read),
+                cmocka_unit_test(test_file_write_atomic),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
