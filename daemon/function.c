@@ -891,7 +891,8 @@ static void finish(cvm_invocation *inv, cvm_inv_result *r) {
         r->id = inv->id;
         r->function = inv->gen->name;
         r->total_ns = cvm_clock_now(inv->fns->d.clock) - inv->arrived_ns;
-        record(inv, r);
+        /* The caller is answered first: the record (a store write, metrics)
+         * is bookkeeping and stays off the answer's path. */
         if (inv->entry) {
                 inv->entry->done = true;
                 inv->entry->finished_ms = cvm_wall_ms();
@@ -901,6 +902,7 @@ static void finish(cvm_invocation *inv, cvm_inv_result *r) {
         } else if (!inv->forgotten && inv->cb) {
                 inv->cb(inv, r, inv->userdata);
         }
+        record(inv, r);
         inv_free(inv);
 }
 

@@ -56,9 +56,9 @@ struct listener {
         char *name;
         uv_poll_t poll;
         uv_timer_t timer;
+        uv_prepare_t flush; /* Runs MHD for resumed connections before the loop sleeps. */
         bool listening;
         bool trusted;
-        int depth; /* > 0 while MHD_run runs: it must not be entered again. */
         int handles_open;
         listener *next;
 };
@@ -155,7 +155,7 @@ static bool method_matches(const char *route_method, const char *method) {
 
 /* Responses. */
 
-static void on_timer(uv_timer_t *handle);
+static void on_flush(uv_prepare_t *handle);
 static void listener_run(listener *l);
 
 static void req_set_response(cvm_http_req *req, unsigned status, struct MHD_Response *resp) {
@@ -176,15 +176,12 @@ static void req_set_response(cvm_http_req *req, unsigned status, struct MHD_Resp
         if (req->suspended) {
                 req->suspended = false;
                 MHD_resume_connection(req->conn);
-                /* MHD does not wake its epoll fd on resume in external mode. Outside
-                 * MHD, run it now: the answer leaves in this loop turn. Inside MHD
-                 * (a handler answering another request), on the next turn. Either
-                 * way req may be gone when this returns. */
-                listener *l = req->listener;
-                if (l->depth == 0)
-                        listener_run(l);
-                else
-                        uv_timer_start(&l->timer, on_timer, 0, 0);
+                /* MHD does not wake its epoll fd on resume in external mode: it runs
+                 * once more in this loop turn, last before the loop sleeps. The
+                 * client is woken on this CPU (a Unix socket's wake-up is
+                 * synchronous), so the answer leaves after this turn's bookkeeping
+                 * rather than making the client wait for it. */
+                uv_prepare_start(&req->listener->flush, on_flush);
         }
 }
 
@@ -548,10 +545,13 @@ static void on_timer(uv_timer_t *handle) {
         listener_run(handle->data);
 }
 
+static void on_flush(uv_prepare_t *handle) {
+        uv_prepare_stop(handle);
+        listener_run(handle->data);
+}
+
 static void listener_run(listener *l) {
-        l->depth++;
         MHD_run(l->mhd);
-        l->depth--;
         MHD_UNSIGNED_LONG_LONG timeout;
         if (MHD_get_timeout(l->mhd, &timeout) == MHD_YES)
                 uv_timer_start(&l->timer, on_timer, timeout, 0);
@@ -625,8 +625,9 @@ int cvm_http_server_listen_fd(cvm_http_server *srv, int fd, const char *name, bo
                 return cvm_error_set(err, r, "uv_poll_init: %s", uv_strerror(r));
         }
         uv_timer_init(srv->loop, &l->timer);
-        l->poll.data = l->timer.data = l;
-        l->handles_open = 2;
+        uv_prepare_init(srv->loop, &l->flush);
+        l->poll.data = l->timer.data = l->flush.data = l;
+        l->handles_open = 3;
         l->listening = true;
         uv_poll_start(&l->poll, UV_READABLE, on_poll);
         l->next = srv->listeners;
@@ -667,6 +668,11 @@ void cvm_http_server_free(cvm_http_server *srv) {
                 listener *next = l->next;
                 uv_poll_stop(&l->poll);
                 uv_timer_stop(&l->timer);
+                /* The failed requests' answers are written (or dropped) before MHD stops. */
+                if (uv_is_active((uv_handle_t *)&l->flush)) {
+                        uv_prepare_stop(&l->flush);
+                        MHD_run(l->mhd);
+                }
                 /* Completion callbacks free every request still open. */
                 if (l->listening) {
                         MHD_socket fd = MHD_quiesce_daemon(l->mhd);
@@ -678,6 +684,7 @@ void cvm_http_server_free(cvm_http_server *srv) {
                 }
                 uv_close((uv_handle_t *)&l->poll, listener_closed);
                 uv_close((uv_handle_t *)&l->timer, listener_closed);
+                uv_close((uv_handle_t *)&l->flush, listener_closed);
                 l = next;
         }
         free(srv);

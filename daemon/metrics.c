@@ -693,6 +693,7 @@ struct cvm_stats_job {
         uv_work_t work;
         cvm_metrics *m; /* NULL once the metrics are gone. */
         cvm_store *store;
+        uint64_t submitted; /* The writes queued before the query: it sees them. */
         cvm_stats_query q;
         cvm_stats_cb cb;
         void *userdata;
@@ -718,6 +719,7 @@ static void job_unlink(stats_job *job) {
 
 static void stats_work(uv_work_t *w) {
         stats_job *job = w->data;
+        cvm_store_wait_committed(job->store, job->submitted);
         job->r = cvm_stats_compute(job->store, &job->q, &job->result, &job->err);
         pthread_mutex_lock(&jobs_lock);
         job->work_done = true;
@@ -749,7 +751,12 @@ int cvm_metrics_stats(cvm_metrics *m, const cvm_stats_query *q, cvm_stats_cb cb,
         stats_job *job = calloc(1, sizeof(*job));
         if (!job)
                 return cvm_error_set(err, -ENOMEM, "out of memory");
-        *job = (stats_job){.m = m, .store = m->store, .q = *q, .cb = cb, .userdata = userdata};
+        *job = (stats_job){.m = m,
+                           .store = m->store,
+                           .submitted = cvm_store_submitted(m->store),
+                           .q = *q,
+                           .cb = cb,
+                           .userdata = userdata};
         job->work.data = job;
         int r = uv_queue_work(m->loop, &job->work, stats_work, stats_after);
         if (r < 0) {

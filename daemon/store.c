@@ -102,8 +102,10 @@ static const char *const stmt_sql[CVM_STORE_STMT_COUNT] = {
 
 #define MAX_VALS 24
 /* How long the writer waits for more writes before committing: the most a
- * crash can lose, and what keeps a write stream to one transaction per few ms. */
-#define STORE_LINGER_MS 5
+ * crash can lose, and what keeps a stream of invocations to one transaction
+ * (and one wake-up of this thread) per 50 ms. Readers that must see the
+ * writes wait for them (cvm_store_wait_committed). */
+#define STORE_LINGER_MS 50
 
 typedef struct write_op {
         cvm_store_stmt stmt;
@@ -510,15 +512,25 @@ int cvm_store_write(cvm_store *s, cvm_store_stmt stmt, const cvm_store_val *vals
         return 0;
 }
 
-void cvm_store_flush(cvm_store *s) {
+uint64_t cvm_store_submitted(cvm_store *s) {
         pthread_mutex_lock(&s->lock);
-        uint64_t target = s->submitted;
+        uint64_t n = s->submitted;
+        pthread_mutex_unlock(&s->lock);
+        return n;
+}
+
+void cvm_store_wait_committed(cvm_store *s, uint64_t target) {
+        pthread_mutex_lock(&s->lock);
         s->flushing++;
         pthread_cond_signal(&s->wake);
         while (s->done < target && s->thread_started)
                 pthread_cond_wait(&s->drained, &s->lock);
         s->flushing--;
         pthread_mutex_unlock(&s->lock);
+}
+
+void cvm_store_flush(cvm_store *s) {
+        cvm_store_wait_committed(s, cvm_store_submitted(s));
         run_completions(s);
 }
 

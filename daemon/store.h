@@ -87,6 +87,12 @@ int cvm_store_write(cvm_store *store, cvm_store_stmt stmt, const cvm_store_val *
                     cvm_store_done_cb cb, void *userdata);
 /* Waits until every write queued so far is committed (shutdown, tests). */
 void cvm_store_flush(cvm_store *store);
+/* How many writes were queued so far: a reader that must see them passes
+ * the count to cvm_store_wait_committed. */
+uint64_t cvm_store_submitted(cvm_store *store);
+/* Off the loop: waits until the first `submitted` writes are committed (or
+ * dropped), ending the writer's linger early. Completions stay on the loop. */
+void cvm_store_wait_committed(cvm_store *store, uint64_t submitted);
 
 void cvm_store_get_stats(cvm_store *store, cvm_store_stats *ret);
 

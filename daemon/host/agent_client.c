@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -33,15 +34,22 @@ typedef struct attest_pending {
 
 /* A queued frame and the bytes it borrows (an INVOKE's copied body). */
 typedef struct out_write {
+        struct out_write *next;
         uv_write_t req;
+        size_t sent; /* Bytes the socket took before the rest went to uv_write. */
         cvm_agent_msg msg;
         uint8_t body[];
 } out_write;
+
+/* The most frames one flush hands to the socket at once (three buffers each). */
+#define FLUSH_FRAMES 16
 
 struct cvm_agent_client {
         uv_loop_t *loop;
         uv_pipe_t conn;
         uv_timer_t heartbeat;
+        uv_prepare_t flush; /* Writes the queued frames before the loop sleeps. */
+        out_write *out, **out_tail;
         int open_handles; /* The memory goes when this is 0 and the user has freed it. */
         cvm_agent_decoder dec;
         cvm_agent_client_opts opts;
@@ -73,6 +81,19 @@ static void on_handle_closed(uv_handle_t *h) {
         cvm_agent_client *c = h->data;
         if (--c->open_handles == 0 && c->freed)
                 release(c);
+}
+
+/* Closes the handles and drops the frames not yet written. */
+static void close_handles(cvm_agent_client *c) {
+        uv_close((uv_handle_t *)&c->conn, on_handle_closed);
+        uv_close((uv_handle_t *)&c->heartbeat, on_handle_closed);
+        uv_close((uv_handle_t *)&c->flush, on_handle_closed);
+        while (c->out) {
+                out_write *w = c->out;
+                c->out = w->next;
+                free(w);
+        }
+        c->out_tail = &c->out;
 }
 
 static void drop_pending(cvm_agent_client *c) {
@@ -108,8 +129,7 @@ static void close_conn(cvm_agent_client *c, int code, const char *fmt, ...) {
                 log_info("agent connection closed: %s", e.message);
         else
                 log_warn("agent connection dropped: %s", e.message);
-        uv_close((uv_handle_t *)&c->conn, on_handle_closed);
-        uv_close((uv_handle_t *)&c->heartbeat, on_handle_closed);
+        close_handles(c);
 
         cvm_error pe = {.code = code ? code : -ECANCELED};
         snprintf(pe.message, sizeof(pe.message), "agent connection %s: %.400s",
@@ -134,25 +154,98 @@ static void close_conn(cvm_agent_client *c, int code, const char *fmt, ...) {
 
 static void on_written(uv_write_t *req, int status) {
         cvm_agent_client *c = req->data;
-        free(req);
+        free((char *)req - offsetof(out_write, req));
         if (status < 0 && status != UV_ECANCELED)
                 close_conn(c, -ECONNRESET, "writing to the agent: %s", uv_strerror(status));
 }
 
+/* The buffers of what is left of w's frame; returns how many (at most 3). */
+static unsigned frame_bufs(const out_write *w, uv_buf_t *bufs, size_t *ret_len) {
+        const uint8_t *p[3] = {w->msg.head, w->msg.part[0], w->msg.part[1]};
+        size_t len[3] = {w->msg.head_len, w->msg.part_len[0], w->msg.part_len[1]};
+        size_t skip = w->sent;
+        unsigned n = 0;
+        *ret_len = 0;
+        for (int i = 0; i < 3; i++) {
+                if (skip >= len[i]) {
+                        skip -= len[i];
+                        continue;
+                }
+                bufs[n++] = uv_buf_init((char *)p[i] + skip, (unsigned)(len[i] - skip));
+                *ret_len += len[i] - skip;
+                skip = 0;
+        }
+        return n;
+}
+
+/* Frames queued in one loop turn leave together, last before the loop
+ * sleeps: one write for all of them, and the agent, woken on this CPU (a
+ * Unix socket's wake-up is synchronous), need not wait for the rest of the
+ * turn. What the socket does not take at once goes to uv_write, in order. */
+static void on_flush(uv_prepare_t *h) {
+        cvm_agent_client *c = h->data;
+        uv_prepare_stop(h);
+        while (c->out && !c->closed) {
+                uv_buf_t bufs[FLUSH_FRAMES * 3];
+                unsigned n = 0, frames = 0;
+                size_t len, total = 0;
+                for (out_write *w = c->out; w && frames < FLUSH_FRAMES; w = w->next, frames++) {
+                        n += frame_bufs(w, bufs + n, &len);
+                        total += len;
+                }
+                int k = uv_try_write((uv_stream_t *)&c->conn, bufs, n);
+                if (k < 0 && k != UV_EAGAIN) {
+                        close_conn(c, -ECONNRESET, "writing to the agent: %s", uv_strerror(k));
+                        return;
+                }
+                size_t done = k > 0 ? (size_t)k : 0;
+                while (c->out) {
+                        out_write *w = c->out;
+                        frame_bufs(w, bufs, &len);
+                        if (done < len) {
+                                w->sent += done;
+                                break;
+                        }
+                        done -= len;
+                        c->out = w->next;
+                        free(w);
+                }
+                if (!c->out)
+                        c->out_tail = &c->out;
+                if ((size_t)(k > 0 ? k : 0) < total)
+                        break;
+        }
+        /* The socket is full: the rest waits for it in uv_write's queue. */
+        while (c->out && !c->closed) {
+                out_write *w = c->out;
+                c->out = w->next;
+                if (!c->out)
+                        c->out_tail = &c->out;
+                uv_buf_t bufs[3];
+                size_t len;
+                unsigned n = frame_bufs(w, bufs, &len);
+                w->req.data = c;
+                int r = uv_write(&w->req, (uv_stream_t *)&c->conn, bufs, n, on_written);
+                if (r < 0) {
+                        free(w);
+                        close_conn(c, -ECONNRESET, "writing to the agent: %s", uv_strerror(r));
+                        return;
+                }
+        }
+}
+
 /* Queues w, which is freed when written. */
 static int send_write(cvm_agent_client *c, out_write *w) {
-        uv_buf_t bufs[3];
-        unsigned n = 0;
-        bufs[n++] = uv_buf_init((char *)w->msg.head, (unsigned)w->msg.head_len);
-        for (int i = 0; i < 2; i++)
-                if (w->msg.part_len[i] > 0)
-                        bufs[n++] =
-                                uv_buf_init((char *)w->msg.part[i], (unsigned)w->msg.part_len[i]);
-        w->req.data = c;
-        int r = uv_write(&w->req, (uv_stream_t *)&c->conn, bufs, n, on_written);
-        if (r < 0)
+        int r = uv_prepare_start(&c->flush, on_flush);
+        if (r < 0) {
                 free(w);
-        return r;
+                return r;
+        }
+        w->next = NULL;
+        w->sent = 0;
+        *c->out_tail = w;
+        c->out_tail = &w->next;
+        return 0;
 }
 
 static int send_empty(cvm_agent_client *c, cvm_agent_msg_type type, uint64_t id) {
@@ -392,8 +485,10 @@ int cvm_agent_client_new(uv_loop_t *loop, int fd, const cvm_agent_client_opts *o
         cvm_agent_decoder_init(&c->dec, c->opts.max_payload);
         uv_pipe_init(loop, &c->conn, 0);
         uv_timer_init(loop, &c->heartbeat);
-        c->conn.data = c->heartbeat.data = c;
-        c->open_handles = 2;
+        uv_prepare_init(loop, &c->flush);
+        c->conn.data = c->heartbeat.data = c->flush.data = c;
+        c->open_handles = 3;
+        c->out_tail = &c->out;
         int r = uv_pipe_open(&c->conn, fd);
         if (r < 0)
                 close(fd);
@@ -402,8 +497,7 @@ int cvm_agent_client_new(uv_loop_t *loop, int fd, const cvm_agent_client_opts *o
         if (r < 0) {
                 c->closed = true;
                 c->freed = true;
-                uv_close((uv_handle_t *)&c->conn, on_handle_closed);
-                uv_close((uv_handle_t *)&c->heartbeat, on_handle_closed);
+                close_handles(c);
                 return cvm_error_set(err, r, "agent connection fd %d: %s", fd, uv_strerror(r));
         }
         if (c->opts.heartbeat_interval_ms)
@@ -544,8 +638,7 @@ void cvm_agent_client_free(cvm_agent_client *c) {
         drop_pending(c);
         if (!c->closed) {
                 c->closed = true;
-                uv_close((uv_handle_t *)&c->conn, on_handle_closed);
-                uv_close((uv_handle_t *)&c->heartbeat, on_handle_closed);
+                close_handles(c);
         } else if (c->open_handles == 0) {
                 release(c);
         }

@@ -45,6 +45,12 @@ __attribute__((unused)) static double now_ms(void) {
         return (double)now_ns() / 1e6;
 }
 
+__attribute__((unused)) static void sleep_us(uint64_t us) {
+        struct timespec ts = {(time_t)(us / 1000000u), (long)(us % 1000000u) * 1000L};
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+                ;
+}
+
 __attribute__((unused)) static void sleep_ms(long ms) {
         struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
         while (nanosleep(&ts, &ts) < 0 && errno == EINTR)

@@ -1,11 +1,11 @@
 /* warm-overhead: what the daemon adds to a warm invocation. Deploys a no-op
  * function (handler /bin/true) with a warm pool, drives POST
- * /v1/functions/{name}/invoke over keep-alive HTTP (libcurl multi, C
- * connections on the Unix socket) for S seconds after a warm-up. The
- * one-connection run alternates in rounds with as many invocations sent
- * directly to a real cvm-agent on a socketpair (daemon/host/agent_client.h
- * on a libuv loop, no daemon); the difference between these two sequential
- * runs is the daemon's overhead. GET
+ * /v1/functions/{name}/invoke over keep-alive HTTP (its own minimal HTTP/1.1
+ * load generator, C connections on the Unix socket) for S seconds after a
+ * warm-up. The one-connection run alternates in rounds with as many
+ * invocations sent directly to a real cvm-agent on a socketpair
+ * (daemon/host/agent_client.h on a libuv loop, no daemon); the difference
+ * between these two sequential runs is the daemon's overhead. GET
  * /v1/health in the same rounds gives the HTTP floor, and --pid the daemon's
  * CPU per invocation. Usage: warm-overhead SOCKET [--connections C]
  * [--seconds S] [--agent PATH] [--pid DAEMON_PID]. */
@@ -15,6 +15,7 @@
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -24,6 +25,8 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -46,31 +49,46 @@
 #define AGENT_TIMEOUT_MS 10000
 #define WARMUP_REQUESTS 300
 #define POLL_MS 20
-/* The sequential runs alternate in this many rounds. */
-#define ROUNDS 10
+/* The sequential runs alternate in rounds of this many requests: short
+ * rounds put both under the same background noise. */
+#define ROUND 20
+/* The pause after each answer of the sequential runs. Back to back, the
+ * direct client's next request would reach the agent while it still tidies
+ * up after its answer, awake, and skip the wake-up every request through the
+ * daemon pays (the daemon's path gives the agent time to fall asleep): the
+ * pause puts both runs on an idle agent, as sporadic invocations find it. */
+#define THINK_US 300
+/* The load generator's per-connection buffer: answers here are small. */
+#define HC_BUF 16384
 
 /* Latencies and the daemon's view of each request, in ns. */
 typedef struct samples {
         uint64_t *lat, *exec, *total;
         size_t n, cap;
-        size_t warm, cold, connects;
+        size_t warm, cold;
 } samples;
 
-typedef struct conn {
-        CURL *h;
+/* One keep-alive connection of the load generator. libcurl costs ~50 us of
+ * CPU per request here, on the critical path, against a few for the direct
+ * run's agent client: measured with it, the HTTP client's cost would count
+ * as the daemon's. So the measured requests go through this minimal HTTP/1.1
+ * client: one pre-formatted request, one answer framed by Content-Length. */
+typedef struct hconn {
+        int fd;
+        const char *req;
+        size_t req_len;
+        bool busy;
         uint64_t started_ns;
+        char buf[HC_BUF];
+        size_t len;
+        /* The last answer. */
+        int status;
         bool warm, cold;
         double exec_ms, total_ms;
-} conn;
+} hconn;
 
 static const char *sock_path;
 static CURL *ctl; /* One keep-alive handle for the control requests. */
-
-static size_t discard(char *d, size_t s, size_t n, void *ud) {
-        (void)d;
-        (void)ud;
-        return s * n;
-}
 
 static void set_common(CURL *h, const char *method, const char *path) {
         char url[256];
@@ -113,8 +131,9 @@ static json_t *request(const char *method, const char *path, const char *body, l
         return j;
 }
 
-/* Deploys the no-op function with `warm` VMs kept ready and waits for them. */
-static void deploy(int warm) {
+/* Deploys the no-op function with `warm` VMs kept ready and waits for them;
+ * returns the VMs' memory size in MiB. */
+static json_int_t deploy(int warm) {
         char body[256];
         snprintf(body, sizeof(body),
                  "{\"handler\": {\"exec\": [\"" HANDLER "\"]}, \"concurrency\": 1, "
@@ -127,13 +146,16 @@ static void deploy(int warm) {
         uint64_t deadline = now_ns() + (uint64_t)READY_TIMEOUT_MS * 1000000u;
         for (;;) {
                 json_t *fn = request("GET", "/v1/functions/" FN_NAME, NULL, &status);
-                json_int_t ready = -1;
-                if (status != 200 || json_unpack(fn, "{s:{s:I}}", "pool", "ready", &ready) < 0)
-                        die("GET /v1/functions/" FN_NAME " answered %ld without pool.ready",
+                json_int_t ready = -1, memory_mib = 0;
+                if (status != 200 ||
+                    json_unpack(fn, "{s:{s:I}, s:{s:{s:I}}}", "pool", "ready", &ready, "spec",
+                                "image", "memory_mib", &memory_mib) < 0)
+                        die("GET /v1/functions/" FN_NAME " answered %ld without pool.ready and "
+                            "spec.image.memory_mib",
                             status);
                 json_decref(fn);
                 if (ready >= warm)
-                        return;
+                        return memory_mib;
                 if (now_ns() > deadline)
                         die("only %lld of %d VMs ready after %d ms", (long long)ready, warm,
                             READY_TIMEOUT_MS);
@@ -171,93 +193,158 @@ static void samples_free(samples *s) {
         *s = (samples){0};
 }
 
-/* Picks Cvm-Start and the exec and total phases of Server-Timing. */
-static size_t on_header(char *d, size_t s, size_t n, void *ud) {
-        conn *c = ud;
-        size_t len = s * n;
-        char line[512];
-        size_t k = len < sizeof(line) - 1 ? len : sizeof(line) - 1;
-        memcpy(line, d, k);
-        line[k] = '\0';
-        if (strncasecmp(line, "Cvm-Start:", 10) == 0) {
-                c->warm = strstr(line + 10, "warm") != NULL;
-                c->cold = strstr(line + 10, "cold") != NULL;
-        } else if (strncasecmp(line, "Server-Timing:", 14) == 0) {
-                const char *e = strstr(line, "exec;dur="), *t = strstr(line, "total;dur=");
-                if (e)
-                        c->exec_ms = strtod(e + 9, NULL);
-                if (t)
-                        c->total_ms = strtod(t + 10, NULL);
-        }
-        return len;
+static void hconn_open(hconn *c, const char *req) {
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        if (strlen(sock_path) >= sizeof(sa.sun_path))
+                die("socket path too long: %s", sock_path);
+        strcpy(sa.sun_path, sock_path);
+        *c = (hconn){.req = req, .req_len = strlen(req)};
+        if ((c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
+            connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+                die("connect %s: %s", sock_path, strerror(errno));
 }
 
-static void conn_start(CURLM *m, conn *c) {
+static void hconn_close(hconn *c) {
+        if (c->fd >= 0)
+                close(c->fd);
+        c->fd = -1;
+}
+
+static void hconn_send(hconn *c) {
+        c->status = 0;
         c->warm = c->cold = false;
         c->exec_ms = c->total_ms = -1;
+        c->busy = true;
         c->started_ns = now_ns();
-        if (curl_multi_add_handle(m, c->h) != CURLM_OK)
-                die("curl_multi_add_handle failed");
+        for (size_t off = 0; off < c->req_len;) {
+                ssize_t k = write(c->fd, c->req + off, c->req_len - off);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k <= 0)
+                        die("sending a request: %s", k < 0 ? strerror(errno) : "nothing written");
+                off += (size_t)k;
+        }
+}
+
+static bool header_is(const char *line, size_t len, const char *name, const char **ret_value) {
+        size_t n = strlen(name);
+        if (len <= n || strncasecmp(line, name, n) != 0 || line[n] != ':')
+                return false;
+        const char *v = line + n + 1;
+        while (*v == ' ')
+                v++;
+        *ret_value = v;
+        return true;
+}
+
+/* Parses a complete answer at the start of c->buf; returns its length, or 0
+ * while it is incomplete. Picks the status, Cvm-Start and the exec and total
+ * phases of Server-Timing. */
+static size_t hconn_parse(hconn *c) {
+        c->buf[c->len] = '\0';
+        const char *end = strstr(c->buf, "\r\n\r\n");
+        if (!end)
+                return 0;
+        if (strncmp(c->buf, "HTTP/1.1 ", 9) != 0)
+                die("an answer that is not HTTP/1.1: %.40s", c->buf);
+        c->status = atoi(c->buf + 9);
+        long clen = -1;
+        for (const char *line = strstr(c->buf, "\r\n") + 2; line < end;) {
+                const char *eol = strstr(line, "\r\n");
+                size_t len = (size_t)(eol - line);
+                const char *v;
+                if (header_is(line, len, "Content-Length", &v)) {
+                        clen = strtol(v, NULL, 10);
+                } else if (header_is(line, len, "Cvm-Start", &v)) {
+                        c->warm = strncmp(v, "warm", 4) == 0;
+                        c->cold = strncmp(v, "cold", 4) == 0;
+                } else if (header_is(line, len, "Server-Timing", &v)) {
+                        const char *e = strstr(v, "exec;dur="), *t = strstr(v, "total;dur=");
+                        if (e && e < eol)
+                                c->exec_ms = strtod(e + 9, NULL);
+                        if (t && t < eol)
+                                c->total_ms = strtod(t + 10, NULL);
+                } else if (header_is(line, len, "Connection", &v) &&
+                           strncasecmp(v, "close", 5) == 0) {
+                        die("the daemon closes a keep-alive connection: %.40s", c->buf);
+                }
+                line = eol + 2;
+        }
+        if (clen < 0)
+                die("an answer without Content-Length: %.40s", c->buf);
+        size_t total = (size_t)(end + 4 - c->buf) + (size_t)clen;
+        if (total >= sizeof(c->buf))
+                die("an answer of %zu bytes, more than this client buffers", total);
+        return c->len >= total ? total : 0;
+}
+
+/* Reads what is there; true once the answer is complete. */
+static bool hconn_read(hconn *c) {
+        ssize_t k = read(c->fd, c->buf + c->len, sizeof(c->buf) - 1 - c->len);
+        if (k < 0 && (errno == EINTR || errno == EAGAIN))
+                return false;
+        if (k <= 0)
+                die("reading an answer: %s", k < 0 ? strerror(errno) : "the daemon closed");
+        c->len += (size_t)k;
+        size_t used = hconn_parse(c);
+        if (!used)
+                return false;
+        if (used < c->len)
+                die("%zu bytes after an answer that nobody asked for", c->len - used);
+        c->len = 0;
+        c->busy = false;
+        return true;
 }
 
 /* Keeps `nc` invocations in flight (one per connection) until `count`
  * requests are done or `duration_ns` has passed; records into s if set. */
-static void drive(CURLM *m, conn *cs, int nc, size_t count, uint64_t duration_ns, samples *s) {
+static void drive(hconn *cs, int nc, size_t count, uint64_t duration_ns, uint64_t think_us,
+                  samples *s) {
+        /* Invocations carry the daemon's view of the phases; GET /v1/health does not. */
+        bool timed = cs[0].req[0] == 'P';
         uint64_t start = now_ns();
         uint64_t stop = duration_ns ? start + duration_ns : UINT64_MAX;
         uint64_t hard = start + (duration_ns ? duration_ns : 0) +
                         (uint64_t)(REQUEST_TIMEOUT_S + 30) * 1000000000u;
+        struct pollfd pfd[MAX_CONNS];
         size_t started = 0;
-        for (int i = 0; i < nc; i++) {
-                conn_start(m, &cs[i]);
-                started++;
-        }
-        int running = nc;
-        while (running) {
-                CURLMcode mc = curl_multi_perform(m, &running);
-                if (mc != CURLM_OK)
-                        die("libcurl multi: %s", curl_multi_strerror(mc));
-                CURLMsg *msg;
-                int left;
-                while ((msg = curl_multi_info_read(m, &left))) {
-                        if (msg->msg != CURLMSG_DONE)
-                                continue;
-                        uint64_t t = now_ns();
-                        conn *c = NULL;
-                        long status = 0, connects = 0;
-                        if (curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&c) !=
-                                    CURLE_OK ||
-                            !c)
-                                die("a finished transfer without its connection");
-                        if (msg->data.result != CURLE_OK)
-                                die("invoke: %s", curl_easy_strerror(msg->data.result));
-                        if (curl_easy_getinfo(c->h, CURLINFO_RESPONSE_CODE, &status) != CURLE_OK ||
-                            curl_easy_getinfo(c->h, CURLINFO_NUM_CONNECTS, &connects) != CURLE_OK)
-                                die("invoke: no status");
-                        if (status != 200)
-                                die("invoke answered %ld, not 200", status);
-                        if (c->exec_ms < 0 || c->total_ms < 0)
-                                die("invoke: a 200 without Server-Timing exec and total");
-                        if (curl_multi_remove_handle(m, c->h) != CURLM_OK)
-                                die("curl_multi_remove_handle failed");
-                        if (s) {
-                                samples_push(s, t - c->started_ns, (uint64_t)(c->exec_ms * 1e6),
-                                             (uint64_t)(c->total_ms * 1e6));
-                                s->warm += c->warm;
-                                s->cold += c->cold;
-                                s->connects += (size_t)connects;
-                        }
-                        if (started < count && t < stop) {
-                                conn_start(m, c);
-                                started++;
-                                running++;
-                        }
-                }
+        int in_flight = 0;
+        for (int i = 0; i < nc && started < count; i++, started++, in_flight++)
+                hconn_send(&cs[i]);
+        while (in_flight) {
+                for (int i = 0; i < nc; i++)
+                        pfd[i] = (struct pollfd){.fd = cs[i].fd, .events = cs[i].busy ? POLLIN : 0};
+                int r = poll(pfd, (nfds_t)nc, 1000);
+                if (r < 0 && errno != EINTR)
+                        die("poll: %s", strerror(errno));
                 if (now_ns() > hard)
                         die("the run did not end within %llu s of its deadline",
                             (unsigned long long)REQUEST_TIMEOUT_S + 30);
-                if (running && (mc = curl_multi_poll(m, NULL, 0, 1000, NULL)) != CURLM_OK)
-                        die("libcurl multi: %s", curl_multi_strerror(mc));
+                for (int i = 0; r > 0 && i < nc; i++) {
+                        hconn *c = &cs[i];
+                        if (!pfd[i].revents || !hconn_read(c))
+                                continue;
+                        uint64_t t = now_ns();
+                        in_flight--;
+                        if (c->status != 200)
+                                die("the request answered %d, not 200", c->status);
+                        if (timed && (c->exec_ms < 0 || c->total_ms < 0))
+                                die("invoke: a 200 without Server-Timing exec and total");
+                        if (s) {
+                                uint64_t lat = t - c->started_ns;
+                                samples_push(s, lat, timed ? (uint64_t)(c->exec_ms * 1e6) : 0,
+                                             timed ? (uint64_t)(c->total_ms * 1e6) : lat);
+                                s->warm += c->warm;
+                                s->cold += c->cold;
+                        }
+                        if (started < count && t < stop) {
+                                if (think_us)
+                                        sleep_us(think_us);
+                                hconn_send(c);
+                                started++;
+                                in_flight++;
+                        }
+                }
         }
 }
 
@@ -288,42 +375,27 @@ static void print_row(const char *label, int nc, size_t n, double secs, summary 
                secs > 0 ? (double)n / secs : 0.0, r.p50, r.p90, r.p99, r.max, note);
 }
 
-/* C keep-alive connections to the daemon, each with one invocation in flight at most. */
-typedef struct client {
-        CURLM *m;
-        conn *cs;
-        int nc;
-} client;
+#define INVOKE_REQUEST                                                                             \
+        "POST /v1/functions/" FN_NAME "/invoke HTTP/1.1\r\nHost: cvmd\r\n"                         \
+        "Content-Type: application/octet-stream\r\nContent-Length: 0\r\n\r\n"
+#define HEALTH_REQUEST "GET /v1/health HTTP/1.1\r\nHost: cvmd\r\n\r\n"
 
-static client client_new(int nc) {
-        client cl = {.m = curl_multi_init(), .cs = calloc((size_t)nc, sizeof(conn)), .nc = nc};
-        if (!cl.m || !cl.cs)
+/* C keep-alive connections to the daemon, each with one request in flight at
+ * most; the warm-up opens them and warms the daemon's and agents' caches. */
+static hconn *client_new(int nc, const char *req) {
+        hconn *cs = calloc((size_t)nc, sizeof(*cs));
+        if (!cs)
                 die("out of memory");
-        for (int i = 0; i < nc; i++) {
-                CURL *h = curl_easy_init();
-                if (!h)
-                        die("curl_easy_init failed");
-                cl.cs[i].h = h;
-                set_common(h, "POST", "/v1/functions/" FN_NAME "/invoke");
-                /* An empty body: the handler ignores its stdin. */
-                if (curl_easy_setopt(h, CURLOPT_POSTFIELDS, "") != CURLE_OK ||
-                    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, 0L) != CURLE_OK ||
-                    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard) != CURLE_OK ||
-                    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header) != CURLE_OK ||
-                    curl_easy_setopt(h, CURLOPT_HEADERDATA, &cl.cs[i]) != CURLE_OK ||
-                    curl_easy_setopt(h, CURLOPT_PRIVATE, &cl.cs[i]) != CURLE_OK)
-                        die("cannot set up a libcurl handle");
-        }
-        /* The warm-up opens the connections and warms the daemon's and agents' caches. */
-        drive(cl.m, cl.cs, nc, WARMUP_REQUESTS, 0, NULL);
-        return cl;
+        for (int i = 0; i < nc; i++)
+                hconn_open(&cs[i], req);
+        drive(cs, nc, WARMUP_REQUESTS, 0, 0, NULL);
+        return cs;
 }
 
-static void client_free(client *cl) {
-        for (int i = 0; i < cl->nc; i++)
-                curl_easy_cleanup(cl->cs[i].h);
-        free(cl->cs);
-        curl_multi_cleanup(cl->m);
+static void client_free(hconn *cs, int nc) {
+        for (int i = 0; i < nc; i++)
+                hconn_close(&cs[i]);
+        free(cs);
 }
 
 /* The direct run: a real cvm-agent on a socketpair, driven from this process. */
@@ -377,12 +449,16 @@ static void run_until(direct *d, const bool *flag, uint64_t timeout_ms, const ch
         }
 }
 
-/* Starts the agent as the sim host does (fd 3, stdin on /dev/null, same
- * options), minus the session and memory limit, which cost nothing per call.
- * Its log (a line per invocation) goes to /dev/null to keep the report readable. */
-static pid_t spawn_agent(const char *agent, int fd) {
-        char *argv[] = {(char *)agent,    "--fd",    "3",  "--concurrency", "1",
-                        "--max-response", "6291456", "--", HANDLER,         NULL};
+/* Starts the agent as the sim host does with its defaults, so that the two
+ * runs differ only by the daemon: the same options, fd 3, stdin on
+ * /dev/null, a session of its own, the VM's memory as its address-space
+ * limit (sim.memory_limit). Its log goes to /dev/null. */
+static pid_t spawn_agent(const char *agent, int fd, rlim_t memory) {
+        char *argv[] = {(char *)agent,   "--fd",        "3",
+                        "--concurrency", "1",           "--max-response",
+                        "6291456",       "--sev-guest", "/nonexistent/sev-guest",
+                        "--log-level",   "warn",        "--",
+                        HANDLER,         NULL};
         char *envp[] = {"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", NULL};
         pid_t pid = fork();
         if (pid < 0)
@@ -393,15 +469,20 @@ static pid_t spawn_agent(const char *agent, int fd) {
                     dup2(fd, 3) < 0)
                         _exit(126);
                 close_range(4, ~0U, 0);
+                struct rlimit rl = {memory, memory};
+                if (setsid() < 0 || setrlimit(RLIMIT_AS, &rl) < 0)
+                        _exit(126);
                 execve(argv[0], argv, envp);
                 _exit(127);
         }
         return pid;
 }
 
-static void direct_invoke(direct *d, size_t n, samples *s) {
+static void direct_invoke(direct *d, size_t n, uint64_t think_us, samples *s) {
         cvm_error err = {0};
         for (size_t i = 0; i < n; i++) {
+                if (i && think_us)
+                        sleep_us(think_us);
                 d->done = false;
                 uint64_t t = now_ns();
                 if (cvm_agent_client_invoke(d->client, ++d->next_id, 30000, NULL, 0, d_result, d,
@@ -417,14 +498,14 @@ static void direct_invoke(direct *d, size_t n, samples *s) {
         }
 }
 
-static direct *direct_new(const char *agent) {
+static direct *direct_new(const char *agent, rlim_t memory) {
         int fds[2];
         if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0)
                 die("socketpair: %s", strerror(errno));
         direct *d = calloc(1, sizeof(*d));
         if (!d)
                 die("out of memory");
-        d->pid = spawn_agent(agent, fds[1]);
+        d->pid = spawn_agent(agent, fds[1], memory);
         close(fds[1]);
         int r = uv_loop_init(&d->loop);
         if (r < 0)
@@ -439,7 +520,7 @@ static direct *direct_new(const char *agent) {
         if (cvm_agent_client_new(&d->loop, fds[0], &opts, &cbs, d, &d->client, &err) < 0)
                 die("cvm_agent_client_new: %s", err.message);
         run_until(d, &d->hello, AGENT_TIMEOUT_MS, "the agent's HELLO");
-        direct_invoke(d, WARMUP_REQUESTS, NULL);
+        direct_invoke(d, WARMUP_REQUESTS, 0, NULL);
         return d;
 }
 
@@ -484,23 +565,6 @@ static double cpu_seconds(pid_t pid, bool main_only) {
             sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
                 return 0;
         return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-}
-
-/* The HTTP floor: GET /v1/health on its own keep-alive connection. */
-static void health(CURL *h, size_t n, samples *s) {
-        for (size_t i = 0; i < n; i++) {
-                uint64_t t = now_ns();
-                long status = 0;
-                CURLcode rc = curl_easy_perform(h);
-                if (rc != CURLE_OK)
-                        die("GET /v1/health: %s", curl_easy_strerror(rc));
-                if (curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status) != CURLE_OK ||
-                    status != 200)
-                        die("GET /v1/health answered %ld", status);
-                uint64_t lat = now_ns() - t;
-                if (s)
-                        samples_push(s, lat, 0, lat);
-        }
 }
 
 static double self_cpu_seconds(void) {
@@ -573,36 +637,30 @@ int main(int argc, char **argv) {
         cvm_log_set_level(CVM_LOG_WARN);
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || !(ctl = curl_easy_init()))
                 die("cannot initialise libcurl");
-        deploy(nc);
+        rlim_t memory = (rlim_t)deploy(nc) << 20;
 
         printf("warm-overhead: no-op function (" HANDLER "), %d warm VM%s, keep-alive HTTP on "
                "the Unix socket, %d s per run after %d warm-up requests\n",
                nc, nc > 1 ? "s" : "", seconds, WARMUP_REQUESTS);
         printf("  latencies in us; direct = the same agent and handler on a socketpair, no "
-               "daemon;\n  the 1-connection and direct runs alternate in %d rounds of the same "
-               "request count\n",
-               ROUNDS);
+               "daemon;\n  the 1-connection, direct and health runs alternate in rounds of %d "
+               "requests each\n",
+               ROUND);
         printf("  %-16s %5s %9s %9s %9s %9s %9s %9s\n", "run", "conns", "requests", "req/s", "p50",
                "p90", "p99", "max");
 
         /* Alternating rounds expose both runs to the same background noise. */
-        client one = client_new(1);
-        direct *d = direct_new(agent);
-        CURL *hh = curl_easy_init();
-        if (!hh)
-                die("curl_easy_init failed");
-        set_common(hh, "GET", "/v1/health");
-        if (curl_easy_setopt(hh, CURLOPT_WRITEFUNCTION, discard) != CURLE_OK)
-                die("cannot set up a libcurl handle");
-        health(hh, WARMUP_REQUESTS, NULL);
+        hconn *one = client_new(1, INVOKE_REQUEST);
+        direct *d = direct_new(agent, memory);
+        hconn *hh = client_new(1, HEALTH_REQUEST);
         samples s1 = {0}, sd = {0}, sh = {0};
         double t1 = 0, td = 0, cpu_d = 0, cpu_main = 0, cpu_self = 0;
-        for (int r = 0; r < ROUNDS; r++) {
+        while (t1 < seconds) {
                 size_t before = s1.n;
                 double c0 = cpu_seconds(daemon_pid, false), m0 = cpu_seconds(daemon_pid, true);
                 double b0 = self_cpu_seconds();
                 uint64_t t = now_ns();
-                drive(one.m, one.cs, 1, SIZE_MAX, (uint64_t)seconds * 1000000000u / ROUNDS, &s1);
+                drive(one, 1, ROUND, 0, THINK_US, &s1);
                 t1 += (double)(now_ns() - t) / 1e9;
                 cpu_self += self_cpu_seconds() - b0;
                 if (daemon_pid) {
@@ -610,16 +668,16 @@ int main(int argc, char **argv) {
                         cpu_main += cpu_seconds(daemon_pid, true) - m0;
                 }
                 t = now_ns();
-                direct_invoke(d, s1.n - before, &sd);
+                direct_invoke(d, s1.n - before, THINK_US, &sd);
                 td += (double)(now_ns() - t) / 1e9;
-                health(hh, s1.n - before, &sh);
+                drive(hh, 1, s1.n - before, 0, THINK_US, &sh);
         }
-        curl_easy_cleanup(hh);
+        client_free(hh, 1);
         direct_free(d);
-        client_free(&one);
+        client_free(one, 1);
         if (s1.n == 0)
                 die("no request finished");
-        size_t n1 = s1.n, warm1 = s1.warm, connects1 = s1.connects;
+        size_t n1 = s1.n, warm1 = s1.warm;
         /* Per request, the time outside the daemon's own accounting: HTTP and the client. */
         uint64_t *outside = calloc(s1.n, sizeof(*outside)), *inside = calloc(s1.n, sizeof(*inside));
         uint64_t *beyond = calloc(s1.n, sizeof(*beyond));
@@ -639,8 +697,9 @@ int main(int argc, char **argv) {
         summary dlat = summarize(sd.lat, sd.n), dexec = summarize(sd.exec, sd.n);
         summary hlat = summarize(sh.lat, sh.n);
         char note[96];
-        snprintf(note, sizeof(note), "%.1f%% warm, %zu new connection%s",
-                 100.0 * (double)warm1 / (double)n1, connects1, connects1 == 1 ? "" : "s");
+        /* A connection the daemon closed would have ended the run. */
+        snprintf(note, sizeof(note), "%.1f%% warm, one connection kept alive",
+                 100.0 * (double)warm1 / (double)n1);
         print_row("daemon", 1, n1, t1, lat1, note);
         print_row("direct agent", 1, sd.n, td, dlat, "");
         print_row("GET /v1/health", 1, sh.n, 0, hlat, "the HTTP floor, same rounds");
@@ -648,19 +707,18 @@ int main(int argc, char **argv) {
 
         size_t warmc = 0, nc_n = 0;
         if (nc > 1) {
-                client many = client_new(nc);
+                hconn *many = client_new(nc, INVOKE_REQUEST);
                 samples sc = {0};
                 uint64_t t = now_ns();
-                drive(many.m, many.cs, nc, SIZE_MAX, (uint64_t)seconds * 1000000000u, &sc);
+                drive(many, nc, SIZE_MAX, (uint64_t)seconds * 1000000000u, 0, &sc);
                 double secs = (double)(now_ns() - t) / 1e9;
-                client_free(&many);
+                client_free(many, nc);
                 if (sc.n == 0)
                         die("no request finished");
                 warmc = sc.warm;
                 nc_n = sc.n;
-                snprintf(note, sizeof(note), "%.1f%% warm, %zu new connection%s",
-                         100.0 * (double)sc.warm / (double)sc.n, sc.connects,
-                         sc.connects == 1 ? "" : "s");
+                snprintf(note, sizeof(note), "%.1f%% warm, %d connections kept alive",
+                         100.0 * (double)sc.warm / (double)sc.n, nc);
                 print_row("daemon", nc, sc.n, secs, summarize(sc.lat, sc.n), note);
                 samples_free(&sc);
         }
