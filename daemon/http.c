@@ -56,7 +56,7 @@ struct listener {
         char *name;
         uv_poll_t poll;
         uv_timer_t timer;
-        uv_prepare_t flush; /* Runs MHD for resumed connections before the loop sleeps. */
+        uv_idle_t flush; /* Runs MHD for resumed connections at the end of the loop turn. */
         bool listening;
         bool trusted;
         int handles_open;
@@ -155,7 +155,7 @@ static bool method_matches(const char *route_method, const char *method) {
 
 /* Responses. */
 
-static void on_flush(uv_prepare_t *handle);
+static void on_flush(uv_idle_t *handle);
 static void listener_run(listener *l);
 
 static void req_set_response(cvm_http_req *req, unsigned status, struct MHD_Response *resp) {
@@ -177,11 +177,12 @@ static void req_set_response(cvm_http_req *req, unsigned status, struct MHD_Resp
                 req->suspended = false;
                 MHD_resume_connection(req->conn);
                 /* MHD does not wake its epoll fd on resume in external mode: it runs
-                 * once more in this loop turn, last before the loop sleeps. The
-                 * client is woken on this CPU (a Unix socket's wake-up is
+                 * once more at the end of this loop turn, before the loop polls.
+                 * The client is woken on this CPU (a Unix socket's wake-up is
                  * synchronous), so the answer leaves after this turn's bookkeeping
-                 * rather than making the client wait for it. */
-                uv_prepare_start(&req->listener->flush, on_flush);
+                 * rather than making the client wait for it. An idle handle keeps
+                 * the poll from blocking when the answer comes while MHD runs. */
+                uv_idle_start(&req->listener->flush, on_flush);
         }
 }
 
@@ -545,8 +546,8 @@ static void on_timer(uv_timer_t *handle) {
         listener_run(handle->data);
 }
 
-static void on_flush(uv_prepare_t *handle) {
-        uv_prepare_stop(handle);
+static void on_flush(uv_idle_t *handle) {
+        uv_idle_stop(handle);
         listener_run(handle->data);
 }
 
@@ -625,7 +626,7 @@ int cvm_http_server_listen_fd(cvm_http_server *srv, int fd, const char *name, bo
                 return cvm_error_set(err, r, "uv_poll_init: %s", uv_strerror(r));
         }
         uv_timer_init(srv->loop, &l->timer);
-        uv_prepare_init(srv->loop, &l->flush);
+        uv_idle_init(srv->loop, &l->flush);
         l->poll.data = l->timer.data = l->flush.data = l;
         l->handles_open = 3;
         l->listening = true;
@@ -670,7 +671,7 @@ void cvm_http_server_free(cvm_http_server *srv) {
                 uv_timer_stop(&l->timer);
                 /* The failed requests' answers are written (or dropped) before MHD stops. */
                 if (uv_is_active((uv_handle_t *)&l->flush)) {
-                        uv_prepare_stop(&l->flush);
+                        uv_idle_stop(&l->flush);
                         MHD_run(l->mhd);
                 }
                 /* Completion callbacks free every request still open. */

@@ -103,9 +103,10 @@ static const char *const stmt_sql[CVM_STORE_STMT_COUNT] = {
 #define MAX_VALS 24
 /* How long the writer waits for more writes before committing: the most a
  * crash can lose, and what keeps a stream of invocations to one transaction
- * (and one wake-up of this thread) per 50 ms. Readers that must see the
- * writes wait for them (cvm_store_wait_committed). */
-#define STORE_LINGER_MS 50
+ * (and one wake-up of this thread) per 50 ms. Writes with a completion
+ * callback do not wait, and readers that must see the writes wait for them
+ * (cvm_store_wait_committed). */
+#define STORE_LINGER_MS_DEFAULT 50
 
 typedef struct write_op {
         cvm_store_stmt stmt;
@@ -130,10 +131,12 @@ struct cvm_store {
         write_op *ring;
         uint32_t cap, head, count;
         uint32_t batch_max;
+        uint32_t linger_ms;
         write_op *batch; /* The writer's batch buffer. */
         bool stopping;
-        bool lingering; /* The writer waits for a batch to fill: writes need not wake it. */
-        int flushing;   /* Someone waits in cvm_store_flush: no lingering. */
+        bool lingering;   /* The writer waits for a batch to fill: writes need not wake it. */
+        int flushing;     /* Someone waits in cvm_store_flush: no lingering. */
+        uint32_t awaited; /* Queued writes with a completion callback: no lingering. */
         uint64_t submitted, done; /* Sequence numbers for flush. */
         cvm_store_stats stats;
 
@@ -291,20 +294,24 @@ static void *writer_main(void *arg) {
                 if (!s->stopping && s->count < s->batch_max) {
                         struct timespec until;
                         clock_gettime(CLOCK_MONOTONIC, &until);
-                        until.tv_nsec += STORE_LINGER_MS * 1000000L;
+                        until.tv_sec += s->linger_ms / 1000;
+                        until.tv_nsec += (long)(s->linger_ms % 1000) * 1000000L;
                         if (until.tv_nsec >= 1000000000L) {
                                 until.tv_sec++;
                                 until.tv_nsec -= 1000000000L;
                         }
                         s->lingering = true;
-                        while (!s->stopping && !s->flushing && s->count < s->batch_max &&
+                        while (!s->stopping && !s->flushing && !s->awaited &&
+                               s->count < s->batch_max &&
                                pthread_cond_timedwait(&s->wake, &s->lock, &until) != ETIMEDOUT)
                                 ;
                         s->lingering = false;
                 }
                 uint32_t n = s->count < s->batch_max ? s->count : s->batch_max;
-                for (uint32_t i = 0; i < n; i++)
+                for (uint32_t i = 0; i < n; i++) {
                         batch[i] = s->ring[(s->head + i) % s->cap];
+                        s->awaited -= batch[i].cb != NULL;
+                }
                 s->head = (s->head + n) % s->cap;
                 s->count -= n;
                 pthread_mutex_unlock(&s->lock);
@@ -376,6 +383,7 @@ int cvm_store_open(uv_loop_t *loop, const cvm_store_options *opts, cvm_store **r
         pthread_cond_init(&s->drained, NULL);
         s->cap = opts->queue_capacity ? opts->queue_capacity : 65536;
         s->batch_max = opts->batch_max ? opts->batch_max : 512;
+        s->linger_ms = opts->linger_ms ? opts->linger_ms : STORE_LINGER_MS_DEFAULT;
         s->stats.capacity = s->cap;
         s->stats.schema_version = cvm_store_schema_version();
         int r = 0;
@@ -506,7 +514,9 @@ int cvm_store_write(cvm_store *s, cvm_store_stmt stmt, const cvm_store_val *vals
         s->ring[(s->head + s->count) % s->cap] = op;
         s->count++;
         s->submitted++;
-        if (!s->lingering || s->count >= s->batch_max)
+        /* A write someone waits for (a function's spec) is committed at once. */
+        s->awaited += cb != NULL;
+        if (!s->lingering || cb || s->count >= s->batch_max)
                 pthread_cond_signal(&s->wake);
         pthread_mutex_unlock(&s->lock);
         return 0;

@@ -63,6 +63,7 @@ typedef struct cvm_store_options {
         const char *path;
         uint32_t queue_capacity;
         uint32_t batch_max;
+        uint32_t linger_ms; /* How long a batch may wait to fill; 0: 50 ms. */
 } cvm_store_options;
 
 typedef struct cvm_store_stats {

@@ -48,7 +48,7 @@ struct cvm_agent_client {
         uv_loop_t *loop;
         uv_pipe_t conn;
         uv_timer_t heartbeat;
-        uv_prepare_t flush; /* Writes the queued frames before the loop sleeps. */
+        uv_idle_t flush; /* Writes the queued frames at the end of the loop turn. */
         out_write *out, **out_tail;
         int open_handles; /* The memory goes when this is 0 and the user has freed it. */
         cvm_agent_decoder dec;
@@ -178,13 +178,15 @@ static unsigned frame_bufs(const out_write *w, uv_buf_t *bufs, size_t *ret_len) 
         return n;
 }
 
-/* Frames queued in one loop turn leave together, last before the loop
- * sleeps: one write for all of them, and the agent, woken on this CPU (a
+/* Frames queued in one loop turn leave together at its end, just before the
+ * loop polls: one write for all of them, and the agent, woken on this CPU (a
  * Unix socket's wake-up is synchronous), need not wait for the rest of the
- * turn. What the socket does not take at once goes to uv_write, in order. */
-static void on_flush(uv_prepare_t *h) {
+ * turn. An idle handle, not a prepare one: a frame queued while another
+ * flush runs keeps the poll from blocking until it is written. What the
+ * socket does not take at once goes to uv_write, in order. */
+static void on_flush(uv_idle_t *h) {
         cvm_agent_client *c = h->data;
-        uv_prepare_stop(h);
+        uv_idle_stop(h);
         while (c->out && !c->closed) {
                 uv_buf_t bufs[FLUSH_FRAMES * 3];
                 unsigned n = 0, frames = 0;
@@ -236,7 +238,7 @@ static void on_flush(uv_prepare_t *h) {
 
 /* Queues w, which is freed when written. */
 static int send_write(cvm_agent_client *c, out_write *w) {
-        int r = uv_prepare_start(&c->flush, on_flush);
+        int r = uv_idle_start(&c->flush, on_flush);
         if (r < 0) {
                 free(w);
                 return r;
@@ -485,7 +487,7 @@ int cvm_agent_client_new(uv_loop_t *loop, int fd, const cvm_agent_client_opts *o
         cvm_agent_decoder_init(&c->dec, c->opts.max_payload);
         uv_pipe_init(loop, &c->conn, 0);
         uv_timer_init(loop, &c->heartbeat);
-        uv_prepare_init(loop, &c->flush);
+        uv_idle_init(loop, &c->flush);
         c->conn.data = c->heartbeat.data = c->flush.data = c;
         c->open_handles = 3;
         c->out_tail = &c->out;

@@ -10,6 +10,7 @@
  * CPU per invocation. Usage: warm-overhead SOCKET [--connections C]
  * [--seconds S] [--agent PATH] [--pid DAEMON_PID]. */
 #include <curl/curl.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -66,6 +67,7 @@ typedef struct samples {
         uint64_t *lat, *exec, *total;
         size_t n, cap;
         size_t warm, cold;
+        uint64_t client_cpu; /* This client's CPU from each send to its answer. */
 } samples;
 
 /* One keep-alive connection of the load generator. libcurl costs ~50 us of
@@ -78,7 +80,7 @@ typedef struct hconn {
         const char *req;
         size_t req_len;
         bool busy;
-        uint64_t started_ns;
+        uint64_t started_ns, started_cpu;
         char buf[HC_BUF];
         size_t len;
         /* The last answer. */
@@ -193,6 +195,14 @@ static void samples_free(samples *s) {
         *s = (samples){0};
 }
 
+/* This thread's CPU time: the load generator's own cost per request. */
+static uint64_t self_cpu_ns(void) {
+        struct timespec ts;
+        if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) < 0)
+                die("clock_gettime: %s", strerror(errno));
+        return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static void hconn_open(hconn *c, const char *req) {
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
         if (strlen(sock_path) >= sizeof(sa.sun_path))
@@ -215,6 +225,7 @@ static void hconn_send(hconn *c) {
         c->warm = c->cold = false;
         c->exec_ms = c->total_ms = -1;
         c->busy = true;
+        c->started_cpu = self_cpu_ns();
         c->started_ns = now_ns();
         for (size_t off = 0; off < c->req_len;) {
                 ssize_t k = write(c->fd, c->req + off, c->req_len - off);
@@ -332,6 +343,7 @@ static void drive(hconn *cs, int nc, size_t count, uint64_t duration_ns, uint64_
                                 die("invoke: a 200 without Server-Timing exec and total");
                         if (s) {
                                 uint64_t lat = t - c->started_ns;
+                                s->client_cpu += self_cpu_ns() - c->started_cpu;
                                 samples_push(s, lat, timed ? (uint64_t)(c->exec_ms * 1e6) : 0,
                                              timed ? (uint64_t)(c->total_ms * 1e6) : lat);
                                 s->warm += c->warm;
@@ -544,34 +556,40 @@ static void direct_free(direct *d) {
         free(d);
 }
 
-/* CPU seconds (user + system) so far of a process (all threads), or of its
- * main thread when main_only is set; 0 if unknown. */
-static double cpu_seconds(pid_t pid, bool main_only) {
-        char path[64], line[1024];
-        if (main_only)
-                snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", (int)pid, (int)pid);
-        else
-                snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-        FILE *f = fopen(path, "r");
+/* Nanoseconds on a CPU so far of one thread, from the scheduler's own
+ * accounting (schedstat: exact, where /proc/PID/stat counts clock ticks that
+ * rounds of a few ms cannot resolve); 0 if unknown. */
+static uint64_t thread_cpu_ns(pid_t pid, const char *tid) {
+        char path[96];
+        snprintf(path, sizeof(path), "/proc/%d/task/%s/schedstat", (int)pid, tid);
+        FILE *f = fopen(path, "re");
         if (!f)
                 return 0;
-        size_t k = fread(line, 1, sizeof(line) - 1, f);
+        unsigned long long ns = 0;
+        if (fscanf(f, "%llu", &ns) != 1)
+                ns = 0;
         fclose(f);
-        line[k] = '\0';
-        /* Fields 14 and 15 follow the command name, which may contain spaces. */
-        const char *p = strrchr(line, ')');
-        unsigned long long ut, st;
-        if (!p ||
-            sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
-                return 0;
-        return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+        return ns;
 }
 
-static double self_cpu_seconds(void) {
-        struct timespec ts;
-        if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) < 0)
-                die("clock_gettime: %s", strerror(errno));
-        return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+/* CPU time so far of a process's threads, or of its main thread alone. */
+static uint64_t cpu_ns(pid_t pid, bool main_only) {
+        char tid[32];
+        if (main_only) {
+                snprintf(tid, sizeof(tid), "%d", (int)pid);
+                return thread_cpu_ns(pid, tid);
+        }
+        char path[64];
+        snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+        DIR *d = opendir(path);
+        if (!d)
+                return 0;
+        uint64_t sum = 0;
+        for (struct dirent *e; (e = readdir(d));)
+                if (e->d_name[0] != '.')
+                        sum += thread_cpu_ns(pid, e->d_name);
+        closedir(d);
+        return sum;
 }
 
 /* The agent next to the bench's build directory: BUILD/bench/warm-overhead -> BUILD/cvm-agent. */
@@ -654,18 +672,18 @@ int main(int argc, char **argv) {
         direct *d = direct_new(agent, memory);
         hconn *hh = client_new(1, HEALTH_REQUEST);
         samples s1 = {0}, sd = {0}, sh = {0};
-        double t1 = 0, td = 0, cpu_d = 0, cpu_main = 0, cpu_self = 0;
+        double t1 = 0, td = 0;
+        uint64_t cpu_d = 0, cpu_main = 0;
         while (t1 < seconds) {
                 size_t before = s1.n;
-                double c0 = cpu_seconds(daemon_pid, false), m0 = cpu_seconds(daemon_pid, true);
-                double b0 = self_cpu_seconds();
+                uint64_t c0 = daemon_pid ? cpu_ns(daemon_pid, false) : 0;
+                uint64_t m0 = daemon_pid ? cpu_ns(daemon_pid, true) : 0;
                 uint64_t t = now_ns();
                 drive(one, 1, ROUND, 0, THINK_US, &s1);
                 t1 += (double)(now_ns() - t) / 1e9;
-                cpu_self += self_cpu_seconds() - b0;
                 if (daemon_pid) {
-                        cpu_d += cpu_seconds(daemon_pid, false) - c0;
-                        cpu_main += cpu_seconds(daemon_pid, true) - m0;
+                        cpu_d += cpu_ns(daemon_pid, false) - c0;
+                        cpu_main += cpu_ns(daemon_pid, true) - m0;
                 }
                 t = now_ns();
                 direct_invoke(d, s1.n - before, THINK_US, &sd);
@@ -732,8 +750,9 @@ int main(int argc, char **argv) {
         if (daemon_pid && n1)
                 printf("  CPU per invocation, 1 connection: daemon %.1f us (loop thread %.1f, "
                        "other threads %.1f), this client %.1f us\n",
-                       cpu_d / (double)n1 * 1e6, cpu_main / (double)n1 * 1e6,
-                       (cpu_d - cpu_main) / (double)n1 * 1e6, cpu_self / (double)n1 * 1e6);
+                       (double)cpu_d / (double)n1 / 1e3, (double)cpu_main / (double)n1 / 1e3,
+                       (double)(cpu_d - cpu_main) / (double)n1 / 1e3,
+                       (double)s1.client_cpu / (double)n1 / 1e3);
         double add50 = lat1.p50 - dlat.p50, add99 = lat1.p99 - dlat.p99;
         printf("  daemon overhead over the direct agent round trip, sequential: p50 %+.1f us "
                "(target < 100: %s), p99 %+.1f us (target < 1000: %s)\n",

@@ -13,16 +13,17 @@
 #include <sqlite3.h>
 
 #include "store.h"
+#include "unit_tmp.h"
 
 typedef struct fixture {
-        char dir[64];
-        char path[96];
+        char dir[UNIT_TMP_MAX];
+        char path[UNIT_TMP_MAX + 32];
         uv_loop_t loop;
 } fixture;
 
 static int setup(void **state) {
         fixture *f = calloc(1, sizeof(*f));
-        strcpy(f->dir, "/tmp/cvm-store-XXXXXX");
+        unit_tmp_path(f->dir, sizeof(f->dir), "cvm-store-XXXXXX");
         if (!mkdtemp(f->dir))
                 return -1;
         snprintf(f->path, sizeof(f->path), "%s/cvmd.db", f->dir);
@@ -33,9 +34,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
         fixture *f = *state;
-        char cmd[128];
-        snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
-        if (system(cmd) != 0)
+        if (unit_rm_rf(f->dir) != 0)
                 return -1;
         uv_loop_close(&f->loop);
         free(f);
@@ -97,6 +96,30 @@ static void test_write_and_complete_on_loop(void **state) {
         assert_int_equal(cvm_store_open(&f->loop, &o, &s, &err), 0);
         cvm_store_close(s);
         assert_int_equal(count_rows(f->path), 1);
+}
+
+/* The writer lingers for a batch to fill, but not when someone waits for a
+ * write (a function's spec): with a linger of a minute, that write still
+ * completes at once, and an invocation record queued before it goes along. */
+static void test_awaited_write_does_not_linger(void **state) {
+        fixture *f = *state;
+        cvm_store *s;
+        cvm_error err = {0};
+        cvm_store_options o = {.path = f->path, .linger_ms = 60000};
+        assert_int_equal(cvm_store_open(&f->loop, &o, &s, &err), 0);
+        assert_int_equal(write_run(s, 1, NULL, NULL), 0);
+        usleep(20000); /* The writer is lingering now. */
+        int results[4] = {0};
+        uint64_t t0 = uv_hrtime();
+        assert_int_equal(write_run(s, 2, on_done, results), 0);
+        while (results[0] < 1)
+                uv_run(&f->loop, UV_RUN_ONCE);
+        assert_true(uv_hrtime() - t0 < UINT64_C(30000000000));
+        assert_int_equal(results[1], 0);
+        cvm_store_stats st;
+        cvm_store_get_stats(s, &st);
+        assert_int_equal(st.written, 2);
+        cvm_store_close(s);
 }
 
 static void test_full_queue_drops_are_counted(void **state) {
@@ -163,7 +186,7 @@ static void test_refuses_corrupt_and_newer(void **state) {
         sqlite3_close(db);
         assert_int_equal(cvm_store_open(&f->loop, &o, &s, &err), -EPROTO);
         assert_non_null(strstr(err.message, "schema version 1000, newer than"));
-        char bad[128];
+        char bad[UNIT_TMP_MAX + 32];
         snprintf(bad, sizeof(bad), "%s/no/such/dir/x.db", f->dir);
         o.path = bad;
         assert_true(cvm_store_open(&f->loop, &o, &s, &err) < 0);
@@ -174,6 +197,8 @@ static void test_refuses_corrupt_and_newer(void **state) {
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_write_and_complete_on_loop, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_awaited_write_does_not_linger, setup,
+                                                teardown),
                 cmocka_unit_test_setup_teardown(test_full_queue_drops_are_counted, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_close_drains_queue, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_refuses_corrupt_and_newer, setup, teardown),
