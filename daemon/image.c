@@ -781,7 +781,7 @@ static int image_from_measurement(cvm_image_cache *c, measurement *m, image_entr
                         return cvm_error_set(err, -E2BIG, "launch region of %" PRIu64 " pages",
                                              r->npages);
                 }
-                /* cvm_psp_page_type numbers page types as the SNP ABI does. */
+                /* cvm_snp_page_type numbers page types as the SNP ABI does. */
                 img->regions[n++] = (cvm_psp_region){(uint32_t)r->type, (uint32_t)r->npages};
         }
         img->plan = (cvm_psp_launch_plan){img->regions, n, img->spec.vcpus};

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "le.h"
+
 /* Header layout: magic u32, version u8, type u8, flags u16, id u64, length u32. */
 #define OFF_MAGIC 0
 #define OFF_VERSION 4
@@ -32,39 +34,6 @@ _Static_assert(CVM_AGENT_HEADER_SIZE + CVM_AGENT_ATTEST_RESULT_FIXED <= CVM_AGEN
                "ATTEST_RESULT head");
 _Static_assert(CVM_AGENT_HEADER_SIZE + CVM_AGENT_ATTEST_NONCE_SIZE <= CVM_AGENT_MSG_HEAD_MAX,
                "ATTEST head");
-
-static void put16(uint8_t *p, uint16_t v) {
-        p[0] = (uint8_t)v;
-        p[1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, uint32_t v) {
-        for (int i = 0; i < 4; i++)
-                p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put64(uint8_t *p, uint64_t v) {
-        for (int i = 0; i < 8; i++)
-                p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint16_t get16(const uint8_t *p) {
-        return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t get32(const uint8_t *p) {
-        uint32_t v = 0;
-        for (int i = 3; i >= 0; i--)
-                v = v << 8 | p[i];
-        return v;
-}
-
-static uint64_t get64(const uint8_t *p) {
-        uint64_t v = 0;
-        for (int i = 7; i >= 0; i--)
-                v = v << 8 | p[i];
-        return v;
-}
 
 const char *cvm_agent_msg_type_name(int type) {
         switch (type) {
@@ -120,15 +89,15 @@ static int fail(cvm_agent_decoder *d, int code, cvm_error *err, const char *what
 /* Validates d->header into d->frame; nothing is allocated before this passes. */
 static int parse_header(cvm_agent_decoder *d, cvm_error *err) {
         const uint8_t *h = d->header;
-        uint32_t magic = get32(h + OFF_MAGIC), len = get32(h + OFF_LEN);
+        uint32_t magic = cvm_le32(h + OFF_MAGIC), len = cvm_le32(h + OFF_LEN);
         if (magic != CVM_AGENT_PROTO_MAGIC)
                 return fail(d, -EPROTO, err, "bad frame magic", magic);
         if (h[OFF_VERSION] != CVM_AGENT_PROTO_VERSION)
                 return fail(d, -EPROTO, err, "unsupported frame version", h[OFF_VERSION]);
         if (h[OFF_TYPE] < CVM_AGENT_MSG_HELLO || h[OFF_TYPE] > CVM_AGENT_MSG_ATTEST_RESULT)
                 return fail(d, -EPROTO, err, "unknown message type", h[OFF_TYPE]);
-        if (get16(h + OFF_FLAGS) != 0)
-                return fail(d, -EPROTO, err, "unknown frame flags", get16(h + OFF_FLAGS));
+        if (cvm_le16(h + OFF_FLAGS) != 0)
+                return fail(d, -EPROTO, err, "unknown frame flags", cvm_le16(h + OFF_FLAGS));
         if (len > d->max_payload) {
                 d->failed = true;
                 return cvm_error_set(err, -EMSGSIZE,
@@ -137,7 +106,7 @@ static int parse_header(cvm_agent_decoder *d, cvm_error *err) {
                                      cvm_agent_msg_type_name(h[OFF_TYPE]), (unsigned)len,
                                      (unsigned)d->max_payload);
         }
-        d->frame = (cvm_agent_frame){.type = h[OFF_TYPE], .id = get64(h + OFF_ID), .len = len};
+        d->frame = (cvm_agent_frame){.type = h[OFF_TYPE], .id = cvm_le64(h + OFF_ID), .len = len};
         return 0;
 }
 
@@ -220,12 +189,12 @@ int cvm_agent_hello_decode(const cvm_agent_frame *f, cvm_agent_hello *ret, cvm_e
         if (check_version_string(p + CVM_AGENT_HELLO_FIXED, vlen) < 0)
                 return bad_payload(err, f, "agent version is not 1-64 printable characters");
         cvm_agent_hello h = {
-                .proto_version = get16(p),
-                .max_concurrency = get16(p + 2),
-                .capabilities = get32(p + 4),
-                .max_request = get32(p + 8),
-                .max_response = get32(p + 12),
-                .max_stderr = get32(p + 16),
+                .proto_version = cvm_le16(p),
+                .max_concurrency = cvm_le16(p + 2),
+                .capabilities = cvm_le32(p + 4),
+                .max_request = cvm_le32(p + 8),
+                .max_response = cvm_le32(p + 12),
+                .max_stderr = cvm_le32(p + 16),
         };
         if (h.max_concurrency == 0)
                 return bad_payload(err, f, "max concurrency is 0");
@@ -244,7 +213,7 @@ int cvm_agent_invoke_decode(const cvm_agent_frame *f, cvm_agent_invoke *ret, cvm
                 return bad_payload(err, f, "not an INVOKE");
         if (f->len < CVM_AGENT_INVOKE_FIXED)
                 return bad_payload(err, f, "shorter than its fixed fields");
-        uint32_t timeout_ms = get32(f->payload);
+        uint32_t timeout_ms = cvm_le32(f->payload);
         if (timeout_ms == 0 || timeout_ms > CVM_AGENT_MAX_TIMEOUT_MS)
                 return bad_payload(err, f, "timeout out of range");
         *ret = (cvm_agent_invoke){
@@ -282,14 +251,14 @@ int cvm_agent_result_decode(const cvm_agent_frame *f, cvm_agent_result *ret, cvm
                 return bad_payload(err, f, "not a RESULT");
         if (f->len < CVM_AGENT_RESULT_FIXED)
                 return bad_payload(err, f, "shorter than its fixed fields");
-        uint32_t stderr_len = get32(p + 4);
+        uint32_t stderr_len = cvm_le32(p + 4);
         if (stderr_len > f->len - CVM_AGENT_RESULT_FIXED)
                 return bad_payload(err, f, "stderr length overruns the payload");
         cvm_agent_result r = {
                 .status = p[0],
                 .term_signal = p[1],
-                .exit_code = get16(p + 2),
-                .exec_us = get64(p + 8),
+                .exit_code = cvm_le16(p + 2),
+                .exec_us = cvm_le64(p + 8),
                 .stderr_tail = p + CVM_AGENT_RESULT_FIXED,
                 .stderr_len = stderr_len,
                 .output = p + CVM_AGENT_RESULT_FIXED + stderr_len,
@@ -350,16 +319,16 @@ int cvm_agent_attest_result_decode(const cvm_agent_frame *f, cvm_agent_attest_re
         if (p[AR_RESERVED] != 0)
                 return bad_payload(err, f, "reserved byte is not 0");
         /* Both lengths are bounded, so their sum cannot overflow; it must fill the payload. */
-        uint16_t key_len = get16(p + AR_KEY_LEN);
-        uint32_t report_len = get32(p + AR_REPORT_LEN);
+        uint16_t key_len = cvm_le16(p + AR_KEY_LEN);
+        uint32_t report_len = cvm_le32(p + AR_REPORT_LEN);
         if (key_len > CVM_AGENT_MAX_PUBLIC_KEY || report_len > CVM_AGENT_SNP_REPORT_MAX)
                 return bad_payload(err, f, "key or report length out of range");
         if ((uint64_t)CVM_AGENT_ATTEST_RESULT_FIXED + key_len + report_len != f->len)
                 return bad_payload(err, f, "key and report lengths do not fill the payload");
         cvm_agent_attest_result r = {
                 .status = p[AR_STATUS],
-                .error = get32(p + AR_ERROR),
-                .exitinfo2 = get64(p + AR_EXITINFO2),
+                .error = cvm_le32(p + AR_ERROR),
+                .exitinfo2 = cvm_le64(p + AR_EXITINFO2),
                 .public_key = p + CVM_AGENT_ATTEST_RESULT_FIXED,
                 .public_key_len = key_len,
                 .report = report_len ? p + CVM_AGENT_ATTEST_RESULT_FIXED + key_len : NULL,
@@ -432,12 +401,12 @@ int cvm_agent_attest_verify(const cvm_agent_attest_result *r,
 
 static void put_header(cvm_agent_msg *m, cvm_agent_msg_type type, uint64_t id, size_t payload_len) {
         uint8_t *h = m->head;
-        put32(h + OFF_MAGIC, CVM_AGENT_PROTO_MAGIC);
+        cvm_put_le32(h + OFF_MAGIC, CVM_AGENT_PROTO_MAGIC);
         h[OFF_VERSION] = CVM_AGENT_PROTO_VERSION;
         h[OFF_TYPE] = (uint8_t)type;
-        put16(h + OFF_FLAGS, 0);
-        put64(h + OFF_ID, id);
-        put32(h + OFF_LEN, (uint32_t)payload_len);
+        cvm_put_le16(h + OFF_FLAGS, 0);
+        cvm_put_le64(h + OFF_ID, id);
+        cvm_put_le32(h + OFF_LEN, (uint32_t)payload_len);
 }
 
 int cvm_agent_encode_hello(const cvm_agent_hello *h, cvm_agent_msg *out, cvm_error *err) {
@@ -451,12 +420,12 @@ int cvm_agent_encode_hello(const cvm_agent_hello *h, cvm_agent_msg *out, cvm_err
         *out = (cvm_agent_msg){.head_len = CVM_AGENT_HEADER_SIZE + CVM_AGENT_HELLO_FIXED + vlen};
         put_header(out, CVM_AGENT_MSG_HELLO, 0, CVM_AGENT_HELLO_FIXED + vlen);
         uint8_t *p = out->head + CVM_AGENT_HEADER_SIZE;
-        put16(p, h->proto_version);
-        put16(p + 2, h->max_concurrency);
-        put32(p + 4, h->capabilities);
-        put32(p + 8, h->max_request);
-        put32(p + 12, h->max_response);
-        put32(p + 16, h->max_stderr);
+        cvm_put_le16(p, h->proto_version);
+        cvm_put_le16(p + 2, h->max_concurrency);
+        cvm_put_le32(p + 4, h->capabilities);
+        cvm_put_le32(p + 8, h->max_request);
+        cvm_put_le32(p + 12, h->max_response);
+        cvm_put_le32(p + 16, h->max_stderr);
         memcpy(p + CVM_AGENT_HELLO_FIXED, h->agent_version, vlen);
         return 0;
 }
@@ -471,7 +440,7 @@ int cvm_agent_encode_invoke(uint64_t id, uint32_t timeout_ms, const void *body, 
                                      (unsigned long long)id);
         *out = (cvm_agent_msg){.head_len = CVM_AGENT_HEADER_SIZE + CVM_AGENT_INVOKE_FIXED};
         put_header(out, CVM_AGENT_MSG_INVOKE, id, CVM_AGENT_INVOKE_FIXED + len);
-        put32(out->head + CVM_AGENT_HEADER_SIZE, timeout_ms);
+        cvm_put_le32(out->head + CVM_AGENT_HEADER_SIZE, timeout_ms);
         out->part[0] = body;
         out->part_len[0] = len;
         return 0;
@@ -491,9 +460,9 @@ int cvm_agent_encode_result(uint64_t id, const cvm_agent_result *r, cvm_agent_ms
         uint8_t *p = out->head + CVM_AGENT_HEADER_SIZE;
         p[0] = r->status;
         p[1] = r->term_signal;
-        put16(p + 2, r->exit_code);
-        put32(p + 4, (uint32_t)r->stderr_len);
-        put64(p + 8, r->exec_us);
+        cvm_put_le16(p + 2, r->exit_code);
+        cvm_put_le32(p + 4, (uint32_t)r->stderr_len);
+        cvm_put_le64(p + 8, r->exec_us);
         out->part[0] = r->stderr_tail;
         out->part_len[0] = r->stderr_len;
         out->part[1] = r->output;
@@ -519,10 +488,10 @@ int cvm_agent_encode_attest_result(uint64_t id, const cvm_agent_attest_result *r
         uint8_t *p = out->head + CVM_AGENT_HEADER_SIZE;
         p[AR_STATUS] = r->status;
         p[AR_RESERVED] = 0;
-        put16(p + AR_KEY_LEN, (uint16_t)r->public_key_len);
-        put32(p + AR_REPORT_LEN, (uint32_t)r->report_len);
-        put32(p + AR_ERROR, r->error);
-        put64(p + AR_EXITINFO2, r->exitinfo2);
+        cvm_put_le16(p + AR_KEY_LEN, (uint16_t)r->public_key_len);
+        cvm_put_le32(p + AR_REPORT_LEN, (uint32_t)r->report_len);
+        cvm_put_le32(p + AR_ERROR, r->error);
+        cvm_put_le64(p + AR_EXITINFO2, r->exitinfo2);
         memcpy(p + AR_REPORT_DATA, r->report_data, CVM_AGENT_REPORT_DATA_SIZE);
         out->part[0] = r->public_key;
         out->part_len[0] = r->public_key_len;

@@ -2,10 +2,10 @@
  * (hw/i386/pc_sysfw_ovmf.c, target/i386/sev.c), but strict: a corrupt
  * structure is an error rather than a silently absent entry, so a guest
  * owner never gets a plausible digest for a firmware QEMU reads differently. */
-#include <endian.h>
 #include <errno.h>
 #include <string.h>
 
+#include "le.h"
 #include "snp_firmware.h"
 
 const uint8_t cvm_snp_guid_table_footer[16] =
@@ -27,18 +27,6 @@ const uint8_t cvm_snp_guid_verifier_config[16] =
 #define ENTRY_HEADER 18 /* Each entry ends with its u16 length and its GUID. */
 #define METADATA_HEADER 16
 #define METADATA_DESC 12
-
-static uint16_t le16_at(const uint8_t *p) {
-        uint16_t v;
-        memcpy(&v, p, sizeof(v));
-        return le16toh(v);
-}
-
-static uint32_t le32_at(const uint8_t *p) {
-        uint32_t v;
-        memcpy(&v, p, sizeof(v));
-        return le32toh(v);
-}
 
 enum { ENTRY_RESET_BLOCK, ENTRY_SEV_METADATA, ENTRY_HASH_TABLE, ENTRY_VERIFIER_CONFIG, N_ENTRIES };
 
@@ -66,7 +54,7 @@ static int parse_guid_table(const uint8_t *image, size_t size, table_entry entri
         if (memcmp(image + footer, cvm_snp_guid_table_footer, 16) != 0)
                 return 0;
         size_t end = footer - 2;
-        uint16_t total = le16_at(image + end);
+        uint16_t total = cvm_le16(image + end);
         if (total < ENTRY_HEADER)
                 return cvm_error_set(err, -EINVAL,
                                      "firmware GUID table: length %u is shorter than its footer",
@@ -84,7 +72,7 @@ static int parse_guid_table(const uint8_t *image, size_t size, table_entry entri
                                              "too short for an entry",
                                              end - start, start);
                 const uint8_t *guid = image + end - 16;
-                uint16_t len = le16_at(image + end - ENTRY_HEADER);
+                uint16_t len = cvm_le16(image + end - ENTRY_HEADER);
                 if (len < ENTRY_HEADER || len > end - start)
                         return cvm_error_set(err, -EINVAL,
                                              "firmware GUID table: entry ending at offset 0x%zx "
@@ -161,7 +149,7 @@ static int check_section(const cvm_snp_firmware *fw, size_t i, cvm_error *err) {
 
 static int parse_sev_metadata(const uint8_t *image, const table_entry *entry, cvm_snp_firmware *fw,
                               cvm_error *err) {
-        uint32_t offset = le32_at(entry->data);
+        uint32_t offset = cvm_le32(entry->data);
         if (offset < METADATA_HEADER || offset > fw->size)
                 return cvm_error_set(err, -EINVAL,
                                      "SEV metadata: offset 0x%x from the image end is outside "
@@ -172,8 +160,8 @@ static int parse_sev_metadata(const uint8_t *image, const table_entry *entry, cv
                 return cvm_error_set(err, -EINVAL,
                                      "SEV metadata: no ASEV signature at image offset 0x%zx",
                                      fw->size - offset);
-        uint32_t len = le32_at(hdr + 4);
-        uint32_t count = le32_at(hdr + 12);
+        uint32_t len = cvm_le32(hdr + 4);
+        uint32_t count = cvm_le32(hdr + 12);
         if (len < METADATA_HEADER || len > offset)
                 return cvm_error_set(err, -EINVAL,
                                      "SEV metadata: length 0x%x at image offset 0x%zx is outside "
@@ -190,9 +178,9 @@ static int parse_sev_metadata(const uint8_t *image, const table_entry *entry, cv
         for (size_t i = 0; i < count; i++) {
                 const uint8_t *d = hdr + METADATA_HEADER + i * METADATA_DESC;
                 fw->sections[i] = (cvm_snp_section){
-                        .gpa = le32_at(d),
-                        .size = le32_at(d + 4),
-                        .kind = (cvm_snp_section_kind)le32_at(d + 8),
+                        .gpa = cvm_le32(d),
+                        .size = cvm_le32(d + 4),
+                        .kind = (cvm_snp_section_kind)cvm_le32(d + 8),
                 };
                 int r = check_section(fw, i, err);
                 if (r < 0)
@@ -220,15 +208,15 @@ int cvm_snp_firmware_parse(const uint8_t *image, size_t size, cvm_snp_firmware *
                 return r;
         if (entries[ENTRY_RESET_BLOCK].data) {
                 ret->has_reset_eip = true;
-                ret->reset_eip = le32_at(entries[ENTRY_RESET_BLOCK].data);
+                ret->reset_eip = cvm_le32(entries[ENTRY_RESET_BLOCK].data);
         }
         if (entries[ENTRY_HASH_TABLE].data) {
                 ret->has_hash_table = true;
-                ret->hash_table_gpa = le32_at(entries[ENTRY_HASH_TABLE].data);
-                ret->hash_table_size = le32_at(entries[ENTRY_HASH_TABLE].data + 4);
+                ret->hash_table_gpa = cvm_le32(entries[ENTRY_HASH_TABLE].data);
+                ret->hash_table_size = cvm_le32(entries[ENTRY_HASH_TABLE].data + 4);
         }
         if (entries[ENTRY_VERIFIER_CONFIG].data) {
-                uint32_t off = le32_at(entries[ENTRY_VERIFIER_CONFIG].data);
+                uint32_t off = cvm_le32(entries[ENTRY_VERIFIER_CONFIG].data);
                 if (off < 8 || off > size)
                         return cvm_error_set(err, -EINVAL,
                                              "cvmd verifier configuration: offset 0x%x from the "

@@ -1,12 +1,12 @@
 /* The launch digest chain and the pages QEMU submits for an SNP launch:
  * the firmware, then the SEV metadata sections in order (the kernel-hashes
  * section carrying QEMU's hash table), then one VMSA per vCPU. */
-#include <endian.h>
 #include <errno.h>
 #include <string.h>
 
 #include <openssl/evp.h>
 
+#include "le.h"
 #include "snp_measure.h"
 
 #define PAGE_INFO_SIZE 0x70
@@ -71,11 +71,9 @@ int cvm_snp_digest_update_page(cvm_snp_digest *d, uint64_t gpa, cvm_snp_page_typ
                 if (r < 0)
                         return r;
         }
-        uint16_t length = htole16(PAGE_INFO_SIZE);
-        memcpy(info + 0x60, &length, sizeof(length));
+        cvm_put_le16(info + 0x60, PAGE_INFO_SIZE);
         info[0x62] = (uint8_t)type;
-        uint64_t gpa_le = htole64(gpa);
-        memcpy(info + 0x68, &gpa_le, sizeof(gpa_le));
+        cvm_put_le64(info + 0x68, gpa);
         return evp_hash(EVP_sha384(), info, sizeof(info), d->value, err);
 }
 
@@ -114,9 +112,8 @@ static int launch_pages(launch *l, uint64_t gpa, uint64_t npages, cvm_snp_page_t
 
 static int put_ht_entry(uint8_t *entry, const uint8_t guid[16], const void *data, size_t len,
                         cvm_error *err) {
-        uint16_t entry_len = htole16(HT_ENTRY_SIZE);
         memcpy(entry, guid, 16);
-        memcpy(entry + 16, &entry_len, sizeof(entry_len));
+        cvm_put_le16(entry + 16, HT_ENTRY_SIZE);
         return evp_hash(EVP_sha256(), data, len, entry + 18, err);
 }
 
@@ -134,10 +131,9 @@ int cvm_snp_hash_table_build(const uint8_t *kernel, size_t kernel_len, const uin
                 initrd = (const uint8_t *)"";
                 initrd_len = 0;
         }
-        uint16_t len = htole16(HT_SIZE);
         memset(table, 0, HT_PADDED_SIZE);
         memcpy(table, guid_ht_header, 16);
-        memcpy(table + 16, &len, sizeof(len));
+        cvm_put_le16(table + 16, HT_SIZE);
         uint8_t *entries = table + 18;
         int r = put_ht_entry(entries, guid_ht_cmdline, cmdline, strlen(cmdline) + 1, err);
         if (r == 0)

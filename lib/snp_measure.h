@@ -28,6 +28,7 @@ typedef enum cvm_snp_page_type {
         CVM_SNP_PAGE_UNMEASURED = 4,
         CVM_SNP_PAGE_SECRETS = 5,
         CVM_SNP_PAGE_CPUID = 6,
+        CVM_SNP_PAGE_TYPE_MAX = CVM_SNP_PAGE_CPUID,
 } cvm_snp_page_type;
 
 /* The running launch digest (DIGEST_CUR). */

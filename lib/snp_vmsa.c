@@ -1,12 +1,12 @@
 /* The reset-state VMSA KVM builds for a QEMU vCPU of an SNP guest. Field
  * offsets are those of the SEV-ES save area (AMD APM vol. 2, table B-4;
  * struct sev_es_save_area in Linux). */
-#include <endian.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cleanup.h"
+#include "le.h"
 #include "log.h"
 #include "snp_firmware.h"
 #include "snp_vmsa.h"
@@ -48,27 +48,12 @@ int cvm_snp_vcpu_signature(const char *vcpu_type, uint32_t *ret, cvm_error *err)
                              known);
 }
 
-static void put16(uint8_t *page, size_t off, uint16_t v) {
-        v = htole16(v);
-        memcpy(page + off, &v, sizeof(v));
-}
-
-static void put32(uint8_t *page, size_t off, uint32_t v) {
-        v = htole32(v);
-        memcpy(page + off, &v, sizeof(v));
-}
-
-static void put64(uint8_t *page, size_t off, uint64_t v) {
-        v = htole64(v);
-        memcpy(page + off, &v, sizeof(v));
-}
-
 static void put_segment(uint8_t *page, size_t off, uint16_t selector, uint16_t attrib,
                         uint32_t limit, uint64_t base) {
-        put16(page, off, selector);
-        put16(page, off + 2, attrib);
-        put32(page, off + 4, limit);
-        put64(page, off + 8, base);
+        cvm_put_le16(page + off, selector);
+        cvm_put_le16(page + off + 2, attrib);
+        cvm_put_le32(page + off + 4, limit);
+        cvm_put_le64(page + off + 8, base);
 }
 
 void cvm_snp_vmsa_build(uint8_t *page, uint32_t eip, uint32_t vcpu_signature,
@@ -85,17 +70,17 @@ void cvm_snp_vmsa_build(uint8_t *page, uint32_t eip, uint32_t vcpu_signature,
         put_segment(page, 0x70, 0, 0x82, 0xffff, 0);                      /* ldtr */
         put_segment(page, 0x80, 0, 0, 0xffff, 0);                         /* idtr */
         put_segment(page, 0x90, 0, 0x8b, 0xffff, 0);                      /* tr */
-        put64(page, 0xd0, 0x1000);                                        /* efer: KVM sets SVME. */
-        put64(page, 0x148, 0x40);                                         /* cr4: KVM sets MCE. */
-        put64(page, 0x158, 0x10);                                         /* cr0: ET. */
-        put64(page, 0x160, 0x400);                                        /* dr7 */
-        put64(page, 0x168, 0xffff0ff0);                                   /* dr6 */
-        put64(page, 0x170, 0x2);                                          /* rflags */
-        put64(page, 0x178, eip & 0xffff);                                 /* rip */
-        put64(page, 0x268, UINT64_C(0x7040600070406)); /* g_pat: the power-on PAT. */
-        put64(page, 0x310, vcpu_signature);            /* rdx: the CPUID signature at reset. */
-        put64(page, 0x3b0, guest_features);            /* sev_features */
-        put64(page, 0x3e8, 0x1);                       /* xcr0: x87 only. */
-        put32(page, 0x408, 0x1f80);                    /* mxcsr: QEMU's FPU reset state. */
-        put16(page, 0x410, 0x37f);                     /* x87_fcw */
+        cvm_put_le64(page + 0xd0, 0x1000);                                /* efer: KVM sets SVME. */
+        cvm_put_le64(page + 0x148, 0x40);                                 /* cr4: KVM sets MCE. */
+        cvm_put_le64(page + 0x158, 0x10);                                 /* cr0: ET. */
+        cvm_put_le64(page + 0x160, 0x400);                                /* dr7 */
+        cvm_put_le64(page + 0x168, 0xffff0ff0);                           /* dr6 */
+        cvm_put_le64(page + 0x170, 0x2);                                  /* rflags */
+        cvm_put_le64(page + 0x178, eip & 0xffff);                         /* rip */
+        cvm_put_le64(page + 0x268, UINT64_C(0x7040600070406)); /* g_pat: the power-on PAT. */
+        cvm_put_le64(page + 0x310, vcpu_signature); /* rdx: the CPUID signature at reset. */
+        cvm_put_le64(page + 0x3b0, guest_features); /* sev_features */
+        cvm_put_le64(page + 0x3e8, 0x1);            /* xcr0: x87 only. */
+        cvm_put_le32(page + 0x408, 0x1f80);         /* mxcsr: QEMU's FPU reset state. */
+        cvm_put_le16(page + 0x410, 0x37f);          /* x87_fcw */
 }

@@ -9,6 +9,7 @@
 #include <openssl/evp.h>
 
 #include "cleanup.h"
+#include "le.h"
 
 /* Field offsets from the ATTESTATION_REPORT table of the SNP firmware ABI. */
 enum {
@@ -57,25 +58,6 @@ _Static_assert(OFF_SIG_END == OFF_SIG_S + CVM_SNP_SIG_COMPONENT_SIZE, "S ends th
 static void put32(uint8_t *p, uint32_t v) {
         for (int i = 0; i < 4; i++)
                 p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put64(uint8_t *p, uint64_t v) {
-        for (int i = 0; i < 8; i++)
-                p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get32(const uint8_t *p) {
-        uint32_t v = 0;
-        for (int i = 3; i >= 0; i--)
-                v = (v << 8) | p[i];
-        return v;
-}
-
-static uint64_t get64(const uint8_t *p) {
-        uint64_t v = 0;
-        for (int i = 7; i >= 0; i--)
-                v = (v << 8) | p[i];
-        return v;
 }
 
 uint64_t cvm_snp_tcb_encode(const cvm_snp_tcb *tcb) {
@@ -151,13 +133,13 @@ int cvm_snp_report_encode(const cvm_snp_report *r, uint8_t out[CVM_SNP_REPORT_SI
         memset(out, 0, CVM_SNP_REPORT_SIZE);
         put32(out + OFF_VERSION, r->version);
         put32(out + OFF_GUEST_SVN, r->guest_svn);
-        put64(out + OFF_POLICY, r->policy);
+        cvm_put_le64(out + OFF_POLICY, r->policy);
         memcpy(out + OFF_FAMILY_ID, r->family_id, sizeof(r->family_id));
         memcpy(out + OFF_IMAGE_ID, r->image_id, sizeof(r->image_id));
         put32(out + OFF_VMPL, r->vmpl);
         put32(out + OFF_SIGNATURE_ALGO, r->signature_algo);
-        put64(out + OFF_CURRENT_TCB, r->current_tcb);
-        put64(out + OFF_PLATFORM_INFO, r->platform_info);
+        cvm_put_le64(out + OFF_CURRENT_TCB, r->current_tcb);
+        cvm_put_le64(out + OFF_PLATFORM_INFO, r->platform_info);
         put32(out + OFF_FLAGS, r->flags);
         memcpy(out + OFF_REPORT_DATA, r->report_data, sizeof(r->report_data));
         memcpy(out + OFF_MEASUREMENT, r->measurement, sizeof(r->measurement));
@@ -166,19 +148,19 @@ int cvm_snp_report_encode(const cvm_snp_report *r, uint8_t out[CVM_SNP_REPORT_SI
         memcpy(out + OFF_AUTHOR_KEY_DIGEST, r->author_key_digest, sizeof(r->author_key_digest));
         memcpy(out + OFF_REPORT_ID, r->report_id, sizeof(r->report_id));
         memcpy(out + OFF_REPORT_ID_MA, r->report_id_ma, sizeof(r->report_id_ma));
-        put64(out + OFF_REPORTED_TCB, r->reported_tcb);
+        cvm_put_le64(out + OFF_REPORTED_TCB, r->reported_tcb);
         out[OFF_CPUID_FAM_ID] = r->cpuid_fam_id;
         out[OFF_CPUID_MOD_ID] = r->cpuid_mod_id;
         out[OFF_CPUID_STEP] = r->cpuid_step;
         memcpy(out + OFF_CHIP_ID, r->chip_id, sizeof(r->chip_id));
-        put64(out + OFF_COMMITTED_TCB, r->committed_tcb);
+        cvm_put_le64(out + OFF_COMMITTED_TCB, r->committed_tcb);
         out[OFF_CURRENT_BUILD] = r->current_build;
         out[OFF_CURRENT_MINOR] = r->current_minor;
         out[OFF_CURRENT_MAJOR] = r->current_major;
         out[OFF_COMMITTED_BUILD] = r->committed_build;
         out[OFF_COMMITTED_MINOR] = r->committed_minor;
         out[OFF_COMMITTED_MAJOR] = r->committed_major;
-        put64(out + OFF_LAUNCH_TCB, r->launch_tcb);
+        cvm_put_le64(out + OFF_LAUNCH_TCB, r->launch_tcb);
         memcpy(out + OFF_SIG_R, r->signature_r, sizeof(r->signature_r));
         memcpy(out + OFF_SIG_S, r->signature_s, sizeof(r->signature_s));
         return 0;
@@ -201,19 +183,19 @@ int cvm_snp_report_parse(const uint8_t *buf, size_t len, cvm_snp_report *r, cvm_
                 return cvm_error_set(err, -EINVAL, "report is %zu bytes, not %u", buf ? len : 0,
                                      CVM_SNP_REPORT_SIZE);
         memset(r, 0, sizeof(*r));
-        r->version = get32(buf + OFF_VERSION);
+        r->version = cvm_le32(buf + OFF_VERSION);
         if (r->version < CVM_SNP_REPORT_VERSION_MIN || r->version > CVM_SNP_REPORT_VERSION_MAX)
                 return cvm_error_set(err, -EINVAL, "report version %u is not supported (2 or 3)",
                                      r->version);
-        r->guest_svn = get32(buf + OFF_GUEST_SVN);
-        r->policy = get64(buf + OFF_POLICY);
+        r->guest_svn = cvm_le32(buf + OFF_GUEST_SVN);
+        r->policy = cvm_le64(buf + OFF_POLICY);
         memcpy(r->family_id, buf + OFF_FAMILY_ID, sizeof(r->family_id));
         memcpy(r->image_id, buf + OFF_IMAGE_ID, sizeof(r->image_id));
-        r->vmpl = get32(buf + OFF_VMPL);
-        r->signature_algo = get32(buf + OFF_SIGNATURE_ALGO);
-        r->current_tcb = get64(buf + OFF_CURRENT_TCB);
-        r->platform_info = get64(buf + OFF_PLATFORM_INFO);
-        r->flags = get32(buf + OFF_FLAGS);
+        r->vmpl = cvm_le32(buf + OFF_VMPL);
+        r->signature_algo = cvm_le32(buf + OFF_SIGNATURE_ALGO);
+        r->current_tcb = cvm_le64(buf + OFF_CURRENT_TCB);
+        r->platform_info = cvm_le64(buf + OFF_PLATFORM_INFO);
+        r->flags = cvm_le32(buf + OFF_FLAGS);
         if (r->flags & CVM_SNP_FLAG_RESERVED)
                 return cvm_error_set(err, -EINVAL,
                                      "report flags 0x%x at 0x048 set reserved bits 31:5", r->flags);
@@ -226,7 +208,7 @@ int cvm_snp_report_parse(const uint8_t *buf, size_t len, cvm_snp_report *r, cvm_
         memcpy(r->author_key_digest, buf + OFF_AUTHOR_KEY_DIGEST, sizeof(r->author_key_digest));
         memcpy(r->report_id, buf + OFF_REPORT_ID, sizeof(r->report_id));
         memcpy(r->report_id_ma, buf + OFF_REPORT_ID_MA, sizeof(r->report_id_ma));
-        r->reported_tcb = get64(buf + OFF_REPORTED_TCB);
+        r->reported_tcb = cvm_le64(buf + OFF_REPORTED_TCB);
         /* Version 3 firmware fills the CPUID family, model and stepping bytes
          * that version 2 reserves. */
         if (r->version >= 3) {
@@ -240,7 +222,7 @@ int cvm_snp_report_parse(const uint8_t *buf, size_t len, cvm_snp_report *r, cvm_
         if (ret < 0)
                 return ret;
         memcpy(r->chip_id, buf + OFF_CHIP_ID, sizeof(r->chip_id));
-        r->committed_tcb = get64(buf + OFF_COMMITTED_TCB);
+        r->committed_tcb = cvm_le64(buf + OFF_COMMITTED_TCB);
         r->current_build = buf[OFF_CURRENT_BUILD];
         r->current_minor = buf[OFF_CURRENT_MINOR];
         r->current_major = buf[OFF_CURRENT_MAJOR];
@@ -250,7 +232,7 @@ int cvm_snp_report_parse(const uint8_t *buf, size_t len, cvm_snp_report *r, cvm_
         if ((ret = check_mbz(buf, OFF_CURRENT_MAJOR + 1, OFF_COMMITTED_BUILD, err)) < 0 ||
             (ret = check_mbz(buf, OFF_COMMITTED_MAJOR + 1, OFF_LAUNCH_TCB, err)) < 0)
                 return ret;
-        r->launch_tcb = get64(buf + OFF_LAUNCH_TCB);
+        r->launch_tcb = cvm_le64(buf + OFF_LAUNCH_TCB);
         if ((ret = check_mbz(buf, OFF_LAUNCH_TCB + 8, OFF_SIG_R, err)) < 0)
                 return ret;
         memcpy(r->signature_r, buf + OFF_SIG_R, sizeof(r->signature_r));
@@ -312,7 +294,7 @@ int cvm_snp_report_verify(const uint8_t report[CVM_SNP_REPORT_SIZE], EVP_PKEY *k
         int ret;
         if ((ret = check_p384(key, "verifying the report signature", err)) < 0)
                 return ret;
-        uint32_t algo = get32(report + OFF_SIGNATURE_ALGO);
+        uint32_t algo = cvm_le32(report + OFF_SIGNATURE_ALGO);
         if (algo != CVM_SNP_SIG_ALGO_ECDSA_P384_SHA384)
                 return cvm_error_set(err, -EBADMSG,
                                      "report signature algorithm %u is not ECDSA P-384 (1)", algo);

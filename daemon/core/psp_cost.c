@@ -20,12 +20,12 @@ typedef struct cost_field {
 static const cost_field cost_fields[] = {
         {"launch_start_us", offsetof(cvm_psp_costs, launch_start_ns), 20000},
         {"activate_us", offsetof(cvm_psp_costs, activate_ns), 2000},
-        {"launch_update_us", PAGE_COST(CVM_PSP_PAGE_NORMAL), 1000},
-        {"launch_update_zero_us", PAGE_COST(CVM_PSP_PAGE_ZERO), 500},
-        {"launch_update_unmeasured_us", PAGE_COST(CVM_PSP_PAGE_UNMEASURED), 500},
-        {"launch_update_secrets_us", PAGE_COST(CVM_PSP_PAGE_SECRETS), 1000},
-        {"launch_update_cpuid_us", PAGE_COST(CVM_PSP_PAGE_CPUID), 1000},
-        {"launch_update_vmsa_us", PAGE_COST(CVM_PSP_PAGE_VMSA), 2000},
+        {"launch_update_us", PAGE_COST(CVM_SNP_PAGE_NORMAL), 1000},
+        {"launch_update_zero_us", PAGE_COST(CVM_SNP_PAGE_ZERO), 500},
+        {"launch_update_unmeasured_us", PAGE_COST(CVM_SNP_PAGE_UNMEASURED), 500},
+        {"launch_update_secrets_us", PAGE_COST(CVM_SNP_PAGE_SECRETS), 1000},
+        {"launch_update_cpuid_us", PAGE_COST(CVM_SNP_PAGE_CPUID), 1000},
+        {"launch_update_vmsa_us", PAGE_COST(CVM_SNP_PAGE_VMSA), 2000},
         {"launch_finish_us", offsetof(cvm_psp_costs, launch_finish_ns), 2000},
         {"guest_request_us", offsetof(cvm_psp_costs, guest_request_ns), 3000},
         {"decommission_us", offsetof(cvm_psp_costs, decommission_ns), 1000},
@@ -65,7 +65,7 @@ int cvm_psp_costs_parse(json_t *obj, const char *path, cvm_psp_costs *costs, cvm
 }
 
 static bool page_type_valid(uint32_t type) {
-        return type >= CVM_PSP_PAGE_NORMAL && type <= CVM_PSP_PAGE_TYPE_MAX;
+        return type >= CVM_SNP_PAGE_NORMAL && type <= CVM_SNP_PAGE_TYPE_MAX;
 }
 
 uint64_t cvm_psp_costs_command_ns(const cvm_psp_costs *costs, cvm_psp_cmd_type type,
@@ -94,7 +94,7 @@ int cvm_psp_plan_validate(const cvm_psp_launch_plan *plan, cvm_error *err) {
         uint64_t pages = 0;
         for (size_t i = 0; i < plan->nregions; i++) {
                 uint32_t type = plan->regions[i].type;
-                if (!page_type_valid(type) || type == CVM_PSP_PAGE_VMSA)
+                if (!page_type_valid(type) || type == CVM_SNP_PAGE_VMSA)
                         return cvm_error_set(err, -EINVAL,
                                              "launch plan region %zu has page type %u; VMSA "
                                              "pages go in vmsa_pages",
@@ -116,7 +116,7 @@ uint64_t cvm_psp_costs_launch_ns(const cvm_psp_costs *costs, const cvm_psp_launc
         for (size_t i = 0; i < plan->nregions; i++)
                 ns += (uint64_t)plan->regions[i].npages *
                       costs->launch_update_ns[plan->regions[i].type];
-        return ns + (uint64_t)plan->vmsa_pages * costs->launch_update_ns[CVM_PSP_PAGE_VMSA];
+        return ns + (uint64_t)plan->vmsa_pages * costs->launch_update_ns[CVM_SNP_PAGE_VMSA];
 }
 
 const char *cvm_psp_cmd_type_to_string(cvm_psp_cmd_type type) {
@@ -133,10 +133,10 @@ const char *cvm_psp_cmd_type_to_string(cvm_psp_cmd_type type) {
 }
 
 const char *cvm_psp_page_type_to_string(uint32_t type) {
-        static const char *const names[CVM_PSP_PAGE_TYPE_MAX + 1] = {
-                [CVM_PSP_PAGE_NORMAL] = "normal",   [CVM_PSP_PAGE_VMSA] = "vmsa",
-                [CVM_PSP_PAGE_ZERO] = "zero",       [CVM_PSP_PAGE_UNMEASURED] = "unmeasured",
-                [CVM_PSP_PAGE_SECRETS] = "secrets", [CVM_PSP_PAGE_CPUID] = "cpuid",
+        static const char *const names[CVM_SNP_PAGE_TYPE_MAX + 1] = {
+                [CVM_SNP_PAGE_NORMAL] = "normal",   [CVM_SNP_PAGE_VMSA] = "vmsa",
+                [CVM_SNP_PAGE_ZERO] = "zero",       [CVM_SNP_PAGE_UNMEASURED] = "unmeasured",
+                [CVM_SNP_PAGE_SECRETS] = "secrets", [CVM_SNP_PAGE_CPUID] = "cpuid",
         };
         return page_type_valid(type) ? names[type] : "unknown";
 }

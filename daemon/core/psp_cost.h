@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "snp_measure.h"
 
 /* The firmware commands the model knows. ACTIVATE binds the guest's ASID
  * after LAUNCH_START, as KVM does; GUEST_REQUEST is an attestation report. */
@@ -23,17 +24,8 @@ typedef enum cvm_psp_cmd_type {
         CVM_PSP_CMD_COUNT,
 } cvm_psp_cmd_type;
 
-/* LAUNCH_UPDATE page types, numbered as in the SNP firmware ABI
- * (PAGE_INFO.PAGE_TYPE) so a page plan can carry the ABI value unchanged. */
-typedef enum cvm_psp_page_type {
-        CVM_PSP_PAGE_NORMAL = 1,
-        CVM_PSP_PAGE_VMSA = 2,
-        CVM_PSP_PAGE_ZERO = 3,
-        CVM_PSP_PAGE_UNMEASURED = 4,
-        CVM_PSP_PAGE_SECRETS = 5,
-        CVM_PSP_PAGE_CPUID = 6,
-        CVM_PSP_PAGE_TYPE_MAX = CVM_PSP_PAGE_CPUID,
-} cvm_psp_page_type;
+/* LAUNCH_UPDATE page types are the SNP firmware ABI's (cvm_snp_page_type),
+ * so a page plan carries the measurement's values unchanged. */
 
 /* Every cost is configured in microseconds between 0 and this (10 s). */
 #define CVM_PSP_COST_MAX_US INT64_C(10000000)
@@ -43,7 +35,7 @@ typedef struct cvm_psp_costs {
         uint64_t launch_start_ns;
         uint64_t activate_ns;
         /* Per LAUNCH_UPDATE of one 4 KiB page, by page type; index 0 unused. */
-        uint64_t launch_update_ns[CVM_PSP_PAGE_TYPE_MAX + 1];
+        uint64_t launch_update_ns[CVM_SNP_PAGE_TYPE_MAX + 1];
         uint64_t launch_finish_ns;
         uint64_t guest_request_ns;
         uint64_t decommission_ns;
@@ -52,7 +44,7 @@ typedef struct cvm_psp_costs {
 
 /* A contiguous run of pages of one type in a launch plan. */
 typedef struct cvm_psp_region {
-        uint32_t type; /* A cvm_psp_page_type other than VMSA. */
+        uint32_t type; /* A cvm_snp_page_type other than VMSA. */
         uint32_t npages;
 } cvm_psp_region;
 

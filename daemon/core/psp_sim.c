@@ -80,7 +80,7 @@ struct cvm_psp_sim {
 
         uint64_t since_ns, busy_ns;
         uint64_t commands[CVM_PSP_CMD_COUNT];
-        uint64_t pages[CVM_PSP_PAGE_TYPE_MAX + 1];
+        uint64_t pages[CVM_SNP_PAGE_TYPE_MAX + 1];
         uint64_t df_flushes, failed, cancelled;
 };
 
@@ -327,7 +327,7 @@ static int enqueue(cvm_psp_sim *psp, const cvm_psp_cmd *cmd, bool bypass_limit, 
                 return cvm_error_set(err, -EINVAL, "unknown PSP command %d", (int)cmd->type);
         const char *name = cvm_psp_cmd_type_to_string(cmd->type);
         if (cmd->type == CVM_PSP_CMD_LAUNCH_UPDATE &&
-            (cmd->page_type < CVM_PSP_PAGE_NORMAL || cmd->page_type > CVM_PSP_PAGE_TYPE_MAX))
+            (cmd->page_type < CVM_SNP_PAGE_NORMAL || cmd->page_type > CVM_SNP_PAGE_TYPE_MAX))
                 return cvm_error_set(err, -EINVAL, "launch_update: unknown page type %u",
                                      cmd->page_type);
         if (needs_asid(cmd->type) && (cmd->asid < 1 || cmd->asid > psp->nasids))
@@ -483,7 +483,7 @@ static int launch_submit_next(cvm_psp_launch *l, cvm_error *err) {
                 break;
         case STAGE_VMSA:
                 cmd.type = CVM_PSP_CMD_LAUNCH_UPDATE;
-                cmd.page_type = CVM_PSP_PAGE_VMSA;
+                cmd.page_type = CVM_SNP_PAGE_VMSA;
                 break;
         case STAGE_FINISH:
         case STAGE_DONE: cmd.type = CVM_PSP_CMD_LAUNCH_FINISH; break;

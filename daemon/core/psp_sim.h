@@ -131,7 +131,7 @@ typedef struct cvm_psp_sim_stats {
         size_t queue_depth;                   /* Waiting commands, the one in service excluded. */
         size_t launches;                      /* Launch sequences in progress. */
         uint64_t commands[CVM_PSP_CMD_COUNT]; /* Commands that entered service. */
-        uint64_t pages[CVM_PSP_PAGE_TYPE_MAX + 1]; /* Pages launch-updated, by type. */
+        uint64_t pages[CVM_SNP_PAGE_TYPE_MAX + 1]; /* Pages launch-updated, by type. */
         uint64_t df_flushes;                       /* Explicit and those run by LAUNCH_START. */
         uint64_t failed;
         uint64_t cancelled;

@@ -1011,7 +1011,7 @@ static json_t *sim_psp_json(cvm_host *host) {
         for (int i = 0; i < CVM_PSP_CMD_COUNT; i++)
                 json_object_set_new(commands, cvm_psp_cmd_type_to_string((cvm_psp_cmd_type)i),
                                     json_integer((json_int_t)st.commands[i]));
-        for (int i = 1; i <= CVM_PSP_PAGE_TYPE_MAX; i++)
+        for (int i = 1; i <= CVM_SNP_PAGE_TYPE_MAX; i++)
                 json_object_set_new(pages, cvm_psp_page_type_to_string((uint32_t)i),
                                     json_integer((json_int_t)st.pages[i]));
         enum { MAX_LISTED = 100 };

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "agent_proto.h"
+#include "le.h"
 #include "log.h"
 #include "version.h"
 
@@ -497,10 +498,6 @@ static void inv_start(cvm_agent *a, uint64_t id, const cvm_agent_invoke *req) {
 #define SNP_RSP_REPORT_SIZE 4
 #define SNP_RSP_REPORT 0x20
 
-static uint32_t le32(const uint8_t *p) {
-        return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 /* Asks the SNP firmware, through the guest driver, for a report carrying
  * at's REPORT_DATA. Runs on the thread pool: touches only at. Written
  * against linux/sev-guest.h and the SNP firmware ABI; it cannot run outside
@@ -527,7 +524,7 @@ static void snp_get_report(int fd, attestation *at) {
                 return;
         }
         const uint8_t *d = resp.data;
-        uint32_t status = le32(d + SNP_RSP_STATUS), size = le32(d + SNP_RSP_REPORT_SIZE);
+        uint32_t status = cvm_le32(d + SNP_RSP_STATUS), size = cvm_le32(d + SNP_RSP_REPORT_SIZE);
         at->resp_status = status;
         /* The response comes from outside the agent: every field is checked before use. */
         if (status != 0 || size < CVM_AGENT_SNP_REPORT_MIN ||

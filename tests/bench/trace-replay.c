@@ -691,7 +691,7 @@ static int run_one(const options *o, trace *t, cvm_policy_kind kind, result *res
         r->rng_arrivals = o->seed;
         r->rng_durations = o->seed ^ UINT64_C(0x5eed5eed5eed5eed);
         r->end_ns = (uint64_t)t->minutes * MINUTE_NS;
-        r->region = (cvm_psp_region){.type = CVM_PSP_PAGE_NORMAL, .npages = o->ovmf ? 512 : 4};
+        r->region = (cvm_psp_region){.type = CVM_SNP_PAGE_NORMAL, .npages = o->ovmf ? 512 : 4};
         r->plan = (cvm_psp_launch_plan){.regions = &r->region, .nregions = 1, .vmsa_pages = 1};
 
         cvm_psp_sim_config pc;

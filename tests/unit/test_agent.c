@@ -24,6 +24,7 @@
 #include "agent_client.h"
 #include "agent_proto.h"
 #include "cleanup.h"
+#include "unit_tmp.h"
 
 CVM_DEFINE_CLEANUP(DIR *, closedir)
 
@@ -749,7 +750,8 @@ static void test_attest(void **state) {
 static void test_attest_device_fails(void **state) {
         (void)state;
         /* A device that is not the SNP guest driver: the ioctl fails, and the agent says so. */
-        char path[] = "/tmp/cvm-sev-guest-XXXXXX";
+        char path[UNIT_TMP_MAX];
+        unit_tmp_path(path, sizeof(path), "cvm-sev-guest-XXXXXX");
         int fd = mkstemp(path);
         assert_true(fd >= 0);
         close(fd);

@@ -1,3 +1,4 @@
+
 /* Attestation verification end to end: a simulated AMD chain (RSA-4096 ARK
  * and ASK, P-384 VCEK with KDS extensions), reports signed by its VCEK, and
  * every way a hostile host could get them wrong, each failing with its
@@ -23,6 +24,7 @@
 #include "attest_verify.h"
 #include "cleanup.h"
 #include "snp_report.h"
+#include "unit_tmp.h"
 
 CVM_DEFINE_CLEANUP(EVP_PKEY *, EVP_PKEY_free)
 CVM_DEFINE_CLEANUP(X509 *, X509_free)
@@ -40,7 +42,7 @@ static struct {
         X509 *ask_by_other_ark;  /* The real ASK's key, certified by the other ARK. */
         X509 *vcek_by_other_ask; /* The real VCEK's key, certified by another ASK key. */
         X509 *vcek_pkcs1;        /* Signed by the ASK's name with PKCS#1 v1.5, not PSS. */
-        char dir[64];
+        char dir[UNIT_TMP_MAX];
 } fx;
 
 static int setup(void **state) {
@@ -71,13 +73,13 @@ static int setup(void **state) {
                               &p, &fx.vcek_pkcs1, &err) < 0 ||
             X509_sign(fx.vcek_pkcs1, other_ask_key, EVP_sha384()) <= 0)
                 return -1;
-        snprintf(fx.dir, sizeof(fx.dir), "/tmp/cvm-test-attest.XXXXXX");
+        unit_tmp_path(fx.dir, sizeof(fx.dir), "cvm-test-attest.XXXXXX");
         return mkdtemp(fx.dir) ? 0 : -1;
 }
 
 static void rm_chain_files(const char *dir) {
         static const char *const files[] = {"ark.pem", "ask.pem", "vcek.der", "vcek.key"};
-        char path[256];
+        char path[UNIT_TMP_MAX + 64];
         for (size_t i = 0; i < CVM_ARRAY_SIZE(files); i++) {
                 snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
                 unlink(path);
@@ -93,7 +95,7 @@ static int teardown(void **state) {
         X509_free(fx.vcek_by_other_ask);
         X509_free(fx.vcek_pkcs1);
         rm_chain_files(fx.dir);
-        char sub[128];
+        char sub[UNIT_TMP_MAX + 32];
         snprintf(sub, sizeof(sub), "%s/created", fx.dir);
         rm_chain_files(sub);
         rmdir(sub);
@@ -516,7 +518,7 @@ static void test_persist(void **state) {
         (void)state;
         cvm_error err = {0};
         assert_int_equal(cvm_amd_sim_chain_save(fx.chain, fx.dir, &err), 0);
-        char path[256];
+        char path[UNIT_TMP_MAX + 64];
         struct stat st;
         snprintf(path, sizeof(path), "%s/vcek.key", fx.dir);
         assert_int_equal(stat(path, &st), 0);
@@ -594,7 +596,7 @@ static void expect_load_error(const char *needle) {
 static void test_corrupt_files(void **state) {
         (void)state;
         cvm_error err = {0};
-        char path[256];
+        char path[UNIT_TMP_MAX + 64];
         CVM_CLEANUP(cvm_amd_chain_freep) cvm_amd_chain *c = NULL;
         rm_chain_files(fx.dir);
         assert_int_equal(cvm_amd_sim_chain_load(fx.dir, &c, &err), -ENOENT);
@@ -645,7 +647,7 @@ static void test_corrupt_files(void **state) {
 
 static void test_open_creates_then_loads(void **state) {
         (void)state;
-        char sub[128];
+        char sub[UNIT_TMP_MAX + 32];
         snprintf(sub, sizeof(sub), "%s/created", fx.dir);
         cvm_amd_sim_params p = {.tcb = sim_tcb, .rsa_bits = 2048, .product = "Genoa"};
         cvm_error err = {0};

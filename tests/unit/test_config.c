@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "json.h"
+#include "unit_tmp.h"
 
 static int apply(cvm_config *cfg, const char *text, cvm_error *err) {
         json_t *obj = NULL;
@@ -114,7 +115,8 @@ static void test_errors_name_the_field_and_change_nothing(void **state) {
 
 static void test_load_file(void **state) {
         (void)state;
-        char path[] = "/tmp/cvm-config-XXXXXX";
+        char path[UNIT_TMP_MAX];
+        unit_tmp_path(path, sizeof(path), "cvm-config-XXXXXX");
         int fd = mkstemp(path);
         assert_true(fd >= 0);
         const char *text = "{\"host\": \"sim\", \"shutdown_grace_ms\": 5}";

@@ -16,6 +16,7 @@
 
 #include "http.h"
 #include "listen.h"
+#include "unit_tmp.h"
 
 typedef struct ctx {
         uv_loop_t loop;
@@ -24,7 +25,7 @@ typedef struct ctx {
         cvm_http_server *srv;
         cvm_http_req *late_req;
         cvm_http_req *never_req;
-        char sock[64];
+        char sock[108];
         int cancelled;
 } ctx;
 
@@ -175,7 +176,10 @@ static void on_poll_never(uv_timer_t *t) {
 static void test_http_end_to_end(void **state) {
         (void)state;
         ctx c = {0};
-        snprintf(c.sock, sizeof(c.sock), "/tmp/cvm-http-%d.sock", (int)getpid());
+        char name[64];
+        snprintf(name, sizeof(name), "cvm-http-%d.sock", (int)getpid());
+        /* A Unix socket's path has room for 107 bytes. */
+        unit_tmp_path(c.sock, sizeof(c.sock), name);
         uv_loop_init(&c.loop);
         uv_async_init(&c.loop, &c.done, on_done);
         uv_timer_init(&c.loop, &c.late_timer);
@@ -190,7 +194,7 @@ static void test_http_end_to_end(void **state) {
         assert_int_equal(cvm_http_server_new(&c.loop, routes, 5, &c, &lim, &c.srv, &err), 0);
         int fd;
         assert_int_equal(cvm_listen_open("udp:1", 0600, &fd, &err), -EINVAL);
-        char addr[80];
+        char addr[sizeof(c.sock) + 8];
         snprintf(addr, sizeof(addr), "unix:%s", c.sock);
         assert_int_equal(cvm_listen_open(addr, 0600, &fd, &err), 0);
         assert_int_equal(cvm_http_server_listen_fd(c.srv, fd, addr, true, &err), 0);

@@ -17,15 +17,16 @@
 
 #include "cleanup.h"
 #include "image.h"
+#include "unit_tmp.h"
 
 #define OVMF_PATH "/usr/share/ovmf/OVMF.fd"
 #define PAGE 4096u
 
 typedef struct fixture {
-        char dir[64];
-        char fw[128];     /* Four pages of a pattern: a plain firmware. */
-        char kernel[128]; /* A few bytes. */
-        char initrd[128];
+        char dir[UNIT_TMP_MAX];
+        char fw[UNIT_TMP_MAX + 32];     /* Four pages of a pattern: a plain firmware. */
+        char kernel[UNIT_TMP_MAX + 32]; /* A few bytes. */
+        char initrd[UNIT_TMP_MAX + 32];
         uv_loop_t loop;
         cvm_psp_costs costs;
 } fixture;
@@ -52,7 +53,7 @@ static uint8_t *read_all(const char *path, size_t *len) {
 
 static int setup(void **state) {
         fixture *f = calloc(1, sizeof(*f));
-        strcpy(f->dir, "/tmp/cvm-image-XXXXXX");
+        unit_tmp_path(f->dir, sizeof(f->dir), "cvm-image-XXXXXX");
         if (!mkdtemp(f->dir))
                 return -1;
         snprintf(f->fw, sizeof(f->fw), "%s/fw.bin", f->dir);
@@ -69,9 +70,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
         fixture *f = *state;
-        char cmd[128];
-        snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
-        if (system(cmd) != 0)
+        if (unit_rm_rf(f->dir) != 0)
                 return -1;
         /* Whatever a test left (closing handles, finishing work) must end. */
         uv_run(&f->loop, UV_RUN_DEFAULT);
@@ -247,12 +246,12 @@ static void test_parse_errors(void **state) {
         for (size_t i = 0; i < CVM_ARRAY_SIZE(cases); i++)
                 expect_parse_error(f, cases[i].key, parse_json(cases[i].value), cases[i].message);
 
-        char buf[8192], message[320];
+        char buf[8192], message[UNIT_TMP_MAX + 128];
         /* A directory is not a firmware. */
         snprintf(message, sizeof(message), "sim.image.firmware: %s: not a regular file", f->dir);
         expect_parse_error(f, "firmware", json_string(f->dir), message);
         /* A firmware not a multiple of 4 KiB, or empty, or too large. */
-        char odd[96];
+        char odd[UNIT_TMP_MAX + 32];
         snprintf(odd, sizeof(odd), "%s/odd.bin", f->dir);
         write_pattern(odd, PAGE + 1, 0);
         expect_parse_error(f, "firmware", json_string(odd),
@@ -382,7 +381,7 @@ static void test_handler(void **state) {
         json_decref(obj);
 
         /* A file that is not executable: an error when checked, fine when not. */
-        char text[256], message[256];
+        char text[UNIT_TMP_MAX + 64], message[UNIT_TMP_MAX + 128];
         snprintf(text, sizeof(text), "{\"exec\": [\"%s\", \"x\"]}", f->kernel);
         snprintf(message, sizeof(message), "handler.exec[0]: %s: Permission denied", f->kernel);
         expect_handler_error(text, true, message);
@@ -495,18 +494,18 @@ static void assert_direct_digest(const cvm_image_spec *spec, const cvm_image *im
 
 /* The plan covers every launched page, and psp_ns is its cost alone. */
 static void assert_plan(const cvm_psp_costs *costs, const cvm_image *img) {
-        uint64_t by_type[CVM_PSP_PAGE_TYPE_MAX + 1] = {0};
+        uint64_t by_type[CVM_SNP_PAGE_TYPE_MAX + 1] = {0};
         assert_ptr_equal(img->plan.regions, img->regions);
         for (size_t i = 0; i < img->plan.nregions; i++) {
-                assert_int_not_equal(img->plan.regions[i].type, CVM_PSP_PAGE_VMSA);
+                assert_int_not_equal(img->plan.regions[i].type, CVM_SNP_PAGE_VMSA);
                 by_type[img->plan.regions[i].type] += img->plan.regions[i].npages;
         }
         const cvm_snp_launch_pages *p = &img->pages;
-        assert_int_equal(by_type[CVM_PSP_PAGE_NORMAL], p->normal + p->kernel_hashes);
-        assert_int_equal(by_type[CVM_PSP_PAGE_ZERO], p->zero);
-        assert_int_equal(by_type[CVM_PSP_PAGE_SECRETS], p->secrets);
-        assert_int_equal(by_type[CVM_PSP_PAGE_CPUID], p->cpuid);
-        assert_int_equal(by_type[CVM_PSP_PAGE_UNMEASURED], p->unmeasured);
+        assert_int_equal(by_type[CVM_SNP_PAGE_NORMAL], p->normal + p->kernel_hashes);
+        assert_int_equal(by_type[CVM_SNP_PAGE_ZERO], p->zero);
+        assert_int_equal(by_type[CVM_SNP_PAGE_SECRETS], p->secrets);
+        assert_int_equal(by_type[CVM_SNP_PAGE_CPUID], p->cpuid);
+        assert_int_equal(by_type[CVM_SNP_PAGE_UNMEASURED], p->unmeasured);
         assert_int_equal(img->plan.vmsa_pages, p->vmsa);
         assert_int_equal(img->plan.vmsa_pages, img->spec.vcpus);
         assert_int_equal(img->plan.nregions, p->nregions - 1);
@@ -526,7 +525,7 @@ static void test_cache_measure_and_hit(void **state) {
         assert_plan(&f->costs, a.img);
         assert_int_equal(a.img->plan.nregions, 1);
         assert_int_equal(a.img->regions[0].npages, 4);
-        assert_int_equal(a.img->regions[0].type, CVM_PSP_PAGE_NORMAL);
+        assert_int_equal(a.img->regions[0].type, CVM_SNP_PAGE_NORMAL);
         assert_true(a.img->measure_ns > 0);
         assert_int_equal(a.img->refs, 2); /* The cache's and ours. */
         assert_string_equal(a.img->spec.firmware, f->fw);
@@ -669,7 +668,7 @@ static void test_cache_errors(void **state) {
         spec.kernel = NULL;
 
         /* Errors found before measuring fail the call itself. */
-        char missing[160];
+        char missing[UNIT_TMP_MAX + 32];
         snprintf(missing, sizeof(missing), "%s/missing.bin", f->dir);
         free(spec.firmware);
         spec.firmware = strdup(missing);
@@ -686,7 +685,7 @@ static void test_cache_errors(void **state) {
 
         /* A file replaced after the request (while queued behind another
          * measurement) is an error, not a wrong digest. */
-        char other[160];
+        char other[UNIT_TMP_MAX + 32];
         snprintf(other, sizeof(other), "%s/other.bin", f->dir);
         write_pattern(other, 2 * PAGE, 9);
         cvm_image_spec spec2 = spec;

@@ -16,6 +16,7 @@
 #include "file.h"
 #include "json.h"
 #include "log.h"
+#include "unit_tmp.h"
 
 static void test_error_model(void **state) {
         (void)state;
@@ -99,9 +100,9 @@ static void test_quote(void **state) {
 
 static void test_file_read(void **state) {
         (void)state;
-        char dir[] = "/tmp/cvm-test-file.XXXXXX";
-        assert_non_null(mkdtemp(dir));
-        char path[64];
+        char dir[UNIT_TMP_MAX];
+        assert_non_null(mkdtemp(unit_tmp_path(dir, sizeof(dir), "cvm-test-file.XXXXXX")));
+        char path[UNIT_TMP_MAX + 32];
         snprintf(path, sizeof(path), "%s/f", dir);
         FILE *f = fopen(path, "we");
         assert_non_null(f);
@@ -132,9 +133,9 @@ static void test_file_read(void **state) {
 
 static void test_file_write_atomic(void **state) {
         (void)state;
-        char dir[] = "/tmp/cvm-test-file.XXXXXX";
-        assert_non_null(mkdtemp(dir));
-        char path[128], tmp[160];
+        char dir[UNIT_TMP_MAX];
+        assert_non_null(mkdtemp(unit_tmp_path(dir, sizeof(dir), "cvm-test-file.XXXXXX")));
+        char path[UNIT_TMP_MAX + 32], tmp[UNIT_TMP_MAX + 64];
         snprintf(path, sizeof(path), "%s/out.bin", dir);
         snprintf(tmp, sizeof(tmp), "%s/.out.bin.tmp", dir);
         cvm_error err = {0};

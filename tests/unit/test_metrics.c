@@ -16,6 +16,7 @@
 
 #include "metrics.h"
 #include "vm.h"
+#include "unit_tmp.h"
 
 #define MSEC 1000000ULL
 
@@ -236,17 +237,17 @@ static void test_parse_params(void **state) {
 
 /* A store in a temporary directory. */
 typedef struct fixture {
-        char dir[64];
+        char dir[UNIT_TMP_MAX];
         uv_loop_t loop;
         cvm_store *store;
 } fixture;
 
 static int setup(void **state) {
         fixture *f = calloc(1, sizeof(*f));
-        strcpy(f->dir, "/tmp/cvm-metrics-XXXXXX");
+        unit_tmp_path(f->dir, sizeof(f->dir), "cvm-metrics-XXXXXX");
         if (!mkdtemp(f->dir))
                 return -1;
-        char path[96];
+        char path[UNIT_TMP_MAX + 32];
         snprintf(path, sizeof(path), "%s/cvmd.db", f->dir);
         uv_loop_init(&f->loop);
         cvm_error err = {0};
@@ -262,9 +263,7 @@ static int teardown(void **state) {
         cvm_store_close(f->store);
         uv_run(&f->loop, UV_RUN_DEFAULT);
         uv_loop_close(&f->loop);
-        char cmd[128];
-        snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
-        if (system(cmd) != 0)
+        if (unit_rm_rf(f->dir) != 0)
                 return -1;
         free(f);
         return 0;

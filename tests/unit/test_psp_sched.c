@@ -752,10 +752,10 @@ static void test_to_json(void **state) {
  * each start running cvm_psp_sim_launch and reporting its service time. */
 
 static const cvm_psp_region verifier_regions[] = {
-        {CVM_PSP_PAGE_NORMAL, 4},
-        {CVM_PSP_PAGE_ZERO, 2},
-        {CVM_PSP_PAGE_SECRETS, 1},
-        {CVM_PSP_PAGE_CPUID, 1},
+        {CVM_SNP_PAGE_NORMAL, 4},
+        {CVM_SNP_PAGE_ZERO, 2},
+        {CVM_SNP_PAGE_SECRETS, 1},
+        {CVM_SNP_PAGE_CPUID, 1},
 };
 static const cvm_psp_launch_plan verifier_plan = {
         .regions = verifier_regions,

@@ -78,10 +78,10 @@ static void on_launch(const cvm_psp_launch_result *r, void *userdata) {
 /* The calibration plan: a 13 KB boot verifier (4 measured pages), its zeroed
  * page tables and stack, the secrets and CPUID pages, one VMSA. */
 static const cvm_psp_region verifier_regions[] = {
-        {CVM_PSP_PAGE_NORMAL, 4},
-        {CVM_PSP_PAGE_ZERO, 2},
-        {CVM_PSP_PAGE_SECRETS, 1},
-        {CVM_PSP_PAGE_CPUID, 1},
+        {CVM_SNP_PAGE_NORMAL, 4},
+        {CVM_SNP_PAGE_ZERO, 2},
+        {CVM_SNP_PAGE_SECRETS, 1},
+        {CVM_SNP_PAGE_CPUID, 1},
 };
 static const cvm_psp_launch_plan verifier_plan = {
         .regions = verifier_regions,
@@ -137,14 +137,14 @@ static void test_costs_per_command(void **state) {
         cvm_psp_costs k;
         cvm_psp_costs_default(&k);
         assert_int_equal(
-                cvm_psp_costs_command_ns(&k, CVM_PSP_CMD_LAUNCH_UPDATE, CVM_PSP_PAGE_NORMAL),
+                cvm_psp_costs_command_ns(&k, CVM_PSP_CMD_LAUNCH_UPDATE, CVM_SNP_PAGE_NORMAL),
                 1 * MS);
-        assert_true(k.launch_update_ns[CVM_PSP_PAGE_ZERO] <
-                    k.launch_update_ns[CVM_PSP_PAGE_NORMAL]);
-        assert_true(k.launch_update_ns[CVM_PSP_PAGE_UNMEASURED] <
-                    k.launch_update_ns[CVM_PSP_PAGE_NORMAL]);
+        assert_true(k.launch_update_ns[CVM_SNP_PAGE_ZERO] <
+                    k.launch_update_ns[CVM_SNP_PAGE_NORMAL]);
+        assert_true(k.launch_update_ns[CVM_SNP_PAGE_UNMEASURED] <
+                    k.launch_update_ns[CVM_SNP_PAGE_NORMAL]);
         assert_int_equal(cvm_psp_costs_launch_ns(&k, &verifier_plan), 33 * MS);
-        cvm_psp_region firmware = {CVM_PSP_PAGE_NORMAL, 256};
+        cvm_psp_region firmware = {CVM_SNP_PAGE_NORMAL, 256};
         cvm_psp_launch_plan ovmf = {.regions = &firmware, .nregions = 1, .vmsa_pages = 1};
         assert_int_equal(
                 cvm_psp_costs_launch_ns(&k, &ovmf) -
@@ -157,7 +157,7 @@ static void test_costs_per_command(void **state) {
         record rec = {0};
         submit(&f, CVM_PSP_CMD_LAUNCH_START, 0, 0, &rec, NULL);
         submit(&f, CVM_PSP_CMD_ACTIVATE, 0, 1, &rec, NULL);
-        for (uint32_t t = CVM_PSP_PAGE_NORMAL; t <= CVM_PSP_PAGE_TYPE_MAX; t++)
+        for (uint32_t t = CVM_SNP_PAGE_NORMAL; t <= CVM_SNP_PAGE_TYPE_MAX; t++)
                 submit(&f, CVM_PSP_CMD_LAUNCH_UPDATE, t, 1, &rec, NULL);
         submit(&f, CVM_PSP_CMD_LAUNCH_FINISH, 0, 1, &rec, NULL);
         submit(&f, CVM_PSP_CMD_GUEST_REQUEST, 0, 1, &rec, NULL);
@@ -173,14 +173,14 @@ static void test_costs_per_command(void **state) {
                 assert_int_equal(rec.c[i].start_ns, end);
                 end = rec.c[i].finish_ns;
         }
-        assert_int_equal(rec.c[3].page_type, CVM_PSP_PAGE_VMSA);
+        assert_int_equal(rec.c[3].page_type, CVM_SNP_PAGE_VMSA);
         assert_int_equal(rec.c[3].service_ns, 2 * MS);
 
         cvm_psp_sim_stats st;
         cvm_psp_sim_stats_get(f.psp, &st);
         assert_int_equal(st.busy_ns, end);
         assert_int_equal(st.commands[CVM_PSP_CMD_LAUNCH_UPDATE], 6);
-        assert_int_equal(st.pages[CVM_PSP_PAGE_CPUID], 1);
+        assert_int_equal(st.pages[CVM_SNP_PAGE_CPUID], 1);
         assert_int_equal(st.df_flushes, 1);
         assert_int_equal(st.asids_free, CVM_PSP_ASIDS_DEFAULT);
         teardown(&f);
@@ -210,9 +210,9 @@ static void test_single_launch(void **state) {
         cvm_psp_sim_stats_get(f.psp, &st);
         assert_int_equal(st.launches, 0);
         assert_int_equal(st.asids_in_use, 1);
-        assert_int_equal(st.pages[CVM_PSP_PAGE_NORMAL], 4);
-        assert_int_equal(st.pages[CVM_PSP_PAGE_ZERO], 2);
-        assert_int_equal(st.pages[CVM_PSP_PAGE_VMSA], 1);
+        assert_int_equal(st.pages[CVM_SNP_PAGE_NORMAL], 4);
+        assert_int_equal(st.pages[CVM_SNP_PAGE_ZERO], 2);
+        assert_int_equal(st.pages[CVM_SNP_PAGE_VMSA], 1);
         teardown(&f);
 }
 
@@ -483,7 +483,7 @@ static void test_list_and_stats(void **state) {
         assert_int_equal(cvm_psp_sim_submit(f.psp, &cmd, on_done, &rec, NULL, NULL), 0);
         cvm_clock_virtual_advance(f.clock, 3 * MS);
         cvm_psp_cmd upd = {.type = CVM_PSP_CMD_LAUNCH_UPDATE,
-                           .page_type = CVM_PSP_PAGE_ZERO,
+                           .page_type = CVM_SNP_PAGE_ZERO,
                            .asid = 1,
                            .owner = "vm-7"};
         assert_int_equal(cvm_psp_sim_submit(f.psp, &upd, on_done, &rec, NULL, NULL), 0);
@@ -495,7 +495,7 @@ static void test_list_and_stats(void **state) {
         assert_int_equal(q[0].start_ns, 0);
         assert_int_equal(q[0].finish_ns, 20 * MS);
         assert_string_equal(q[1].owner, "vm-7");
-        assert_int_equal(q[1].page_type, CVM_PSP_PAGE_ZERO);
+        assert_int_equal(q[1].page_type, CVM_SNP_PAGE_ZERO);
         assert_int_equal(q[1].submit_ns, 3 * MS);
         assert_int_equal(cvm_psp_sim_list(f.psp, NULL, 0), 3);
 
@@ -534,7 +534,7 @@ static void test_config_parse(void **state) {
         assert_int_equal(cvm_psp_sim_config_parse(ok, "psp", &cfg, &err), 0);
         assert_int_equal(cfg.asids, 1006);
         assert_int_equal(cfg.max_queue, CVM_PSP_QUEUE_DEFAULT);
-        assert_int_equal(cfg.costs.launch_update_ns[CVM_PSP_PAGE_NORMAL], 250 * US);
+        assert_int_equal(cfg.costs.launch_update_ns[CVM_SNP_PAGE_NORMAL], 250 * US);
         assert_int_equal(cfg.costs.df_flush_ns, 0);
         assert_int_equal(cfg.costs.launch_start_ns, 20 * MS);
 
@@ -572,7 +572,7 @@ static void test_plan_validate(void **state) {
         (void)state;
         cvm_error err = {0};
         assert_int_equal(cvm_psp_plan_validate(&verifier_plan, &err), 0);
-        cvm_psp_region vmsa = {CVM_PSP_PAGE_VMSA, 1};
+        cvm_psp_region vmsa = {CVM_SNP_PAGE_VMSA, 1};
         cvm_psp_launch_plan p = {.regions = &vmsa, .nregions = 1, .vmsa_pages = 1};
         assert_int_equal(cvm_psp_plan_validate(&p, &err), -EINVAL);
         assert_string_equal(err.message,
@@ -581,7 +581,7 @@ static void test_plan_validate(void **state) {
         assert_int_equal(cvm_psp_plan_validate(&p, &err), -EINVAL);
         assert_string_equal(err.message,
                             "launch plan has 0 VMSA pages, must be between 1 and 4096");
-        cvm_psp_region huge[2] = {{CVM_PSP_PAGE_NORMAL, UINT32_MAX}, {CVM_PSP_PAGE_ZERO, 2}};
+        cvm_psp_region huge[2] = {{CVM_SNP_PAGE_NORMAL, UINT32_MAX}, {CVM_SNP_PAGE_ZERO, 2}};
         p = (cvm_psp_launch_plan){.regions = huge, .nregions = 2, .vmsa_pages = 1};
         assert_int_equal(cvm_psp_plan_validate(&p, &err), -E2BIG);
         assert_string_equal(err.message, "launch plan has 4294967297 pages, the limit is 1048576");
@@ -591,7 +591,7 @@ static void test_plan_validate(void **state) {
         setup(&f, 0, 0);
         launch_log log = {0};
         cvm_psp_region sparse[] = {
-                {CVM_PSP_PAGE_ZERO, 0}, {CVM_PSP_PAGE_NORMAL, 2}, {CVM_PSP_PAGE_UNMEASURED, 0}};
+                {CVM_SNP_PAGE_ZERO, 0}, {CVM_SNP_PAGE_NORMAL, 2}, {CVM_SNP_PAGE_UNMEASURED, 0}};
         p = (cvm_psp_launch_plan){.regions = sparse, .nregions = 3, .vmsa_pages = 2};
         assert_int_equal(cvm_psp_sim_launch(f.psp, &p, NULL, on_launch, &log, NULL, NULL), 0);
         p = (cvm_psp_launch_plan){.vmsa_pages = 1};
@@ -621,7 +621,7 @@ static void test_real_clock_keeps_model_time(void **state) {
         cvm_psp_sim *psp;
         assert_int_equal(cvm_psp_sim_new(clock, &cfg, &psp, NULL), 0);
 
-        cvm_psp_region pages = {CVM_PSP_PAGE_NORMAL, 20};
+        cvm_psp_region pages = {CVM_SNP_PAGE_NORMAL, 20};
         cvm_psp_launch_plan plan = {.regions = &pages, .nregions = 1, .vmsa_pages = 1};
         launch_log log = {0};
         assert_int_equal(cvm_psp_sim_launch(psp, &plan, NULL, on_launch, &log, NULL, NULL), 0);
