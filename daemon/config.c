@@ -28,7 +28,7 @@ int cvm_config_init(cvm_config *cfg, cvm_error *err) {
                          .max_connections = 1024,
                          .connection_timeout_s = 60},
                 .shutdown_grace_ms = 10000,
-                .store = {.queue_capacity = 65536, .batch_max = 512},
+                .store = {.queue_capacity = 65536, .batch_max = 512, .linger_ms = 50},
         };
         _cleanup_free_ char *state = first_dir("STATE_DIRECTORY");
         _cleanup_free_ char *runtime = first_dir("RUNTIME_DIRECTORY");
@@ -153,7 +153,7 @@ static int check_top_fields(json_t *obj, cvm_error *err) {
 
 static const char *const http_fields[] = {"max_body_bytes", "max_connections",
                                           "connection_timeout_s", NULL};
-static const char *const store_fields[] = {"queue_capacity", "batch_max", NULL};
+static const char *const store_fields[] = {"queue_capacity", "batch_max", "linger_ms", NULL};
 
 /* Validates obj into a scratch copy of cfg so that a bad file changes nothing. */
 int cvm_config_apply_json(cvm_config *cfg, json_t *obj, cvm_error *err) {
@@ -263,6 +263,10 @@ int cvm_config_apply_json(cvm_config *cfg, json_t *obj, cvm_error *err) {
                 if ((r = cvm_json_get_int(sub, "store", "batch_max", false, 1, 65536, &i, err)) < 0)
                         return r;
                 n.store.batch_max = (uint32_t)i;
+                i = n.store.linger_ms;
+                if ((r = cvm_json_get_int(sub, "store", "linger_ms", false, 1, 10000, &i, err)) < 0)
+                        return r;
+                n.store.linger_ms = (uint32_t)i;
         }
         for (const char *const *m = module_sections; *m; m++)
                 if ((r = cvm_json_get_object(obj, "", *m, false, &sub, err)) < 0)
@@ -338,14 +342,15 @@ json_t *cvm_config_to_json(const cvm_config *cfg) {
         char mode[8];
         snprintf(mode, sizeof(mode), "%04o", (unsigned)cfg->socket_mode);
         json_t *o = json_pack(
-                "{s:o, s:s, s:s?, s:s, s:s, s:s, s:{s:I, s:i, s:i}, s:i, s:{s:i, s:i}}", "listen",
-                listen, "state_dir", cfg->state_dir, "db", db, "host", cfg->host, "log_level",
-                cvm_log_level_to_string(cfg->log_level), "socket_mode", mode, "http",
+                "{s:o, s:s, s:s?, s:s, s:s, s:s, s:{s:I, s:i, s:i}, s:i, s:{s:i, s:i, s:i}}",
+                "listen", listen, "state_dir", cfg->state_dir, "db", db, "host", cfg->host,
+                "log_level", cvm_log_level_to_string(cfg->log_level), "socket_mode", mode, "http",
                 "max_body_bytes", (json_int_t)cfg->http.max_body_bytes, "max_connections",
                 (int)cfg->http.max_connections, "connection_timeout_s",
                 (int)cfg->http.connection_timeout_s, "shutdown_grace_ms",
                 (int)cfg->shutdown_grace_ms, "store", "queue_capacity",
-                (int)cfg->store.queue_capacity, "batch_max", (int)cfg->store.batch_max);
+                (int)cfg->store.queue_capacity, "batch_max", (int)cfg->store.batch_max, "linger_ms",
+                (int)cfg->store.linger_ms);
         if (o)
                 json_object_update(o, cfg->sections);
         return o;

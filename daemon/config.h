@@ -31,6 +31,7 @@ typedef struct cvm_config {
         struct {
                 uint32_t queue_capacity;
                 uint32_t batch_max;
+                uint32_t linger_ms;
         } store;
         /* Unparsed sections that later modules own ("psp", "sim", ...). */
         json_t *sections;

@@ -265,7 +265,8 @@ int cvmd_start(cvmd *d, cvm_config *cfg, cvm_error *err) {
                 return cvm_error_set(err, -ENOMEM, "out of memory");
         cvm_store_options so = {.path = db,
                                 .queue_capacity = d->cfg.store.queue_capacity,
-                                .batch_max = d->cfg.store.batch_max};
+                                .batch_max = d->cfg.store.batch_max,
+                                .linger_ms = d->cfg.store.linger_ms};
         if ((r = cvm_store_open(&d->loop, &so, &d->store, err)) < 0)
                 return r;
         cvm_store_val run[] = {CVM_STORE_S(d->instance), CVM_STORE_I(wall_ms()),

@@ -84,6 +84,7 @@ static void test_errors_name_the_field_and_change_nothing(void **state) {
                 {"{\"http\": {\"max_connections\": \"x\"}}",
                  "field 'http.max_connections' must be an integer"},
                 {"{\"store\": {\"queue_capacity\": 0}}", "field 'store.queue_capacity' must be"},
+                {"{\"store\": {\"linger_ms\": 0}}", "field 'store.linger_ms' must be"},
                 {"{\"listen\": \"unix:/x\"}", "field 'listen' must be an array of strings"},
                 {"{\"listen\": [\"udp:1\"]}", "field 'listen[0]': listen address \"udp:1\""},
                 {"{\"listen\": [\"tcp:host\"]}", "expected tcp:HOST:PORT"},

@@ -23,7 +23,8 @@ static inline char *unit_tmp_path(char *buf, size_t size, const char *name) {
         return buf;
 }
 
-static inline int unit_rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+static inline int unit_rm_entry(const char *path, const struct stat *st, int flag,
+                                struct FTW *ftw) {
         (void)st, (void)flag, (void)ftw;
         return remove(path);
 }
