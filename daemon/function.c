@@ -999,10 +999,13 @@ static void on_vm_result(cvm_vm *vm, const cvm_vm_outcome *out, void *ud) {
         }
         cvm_inv_result_from_outcome(out, inv->gen->spec.timeout_ms, &r, msg, sizeof(msg));
         cvm_log_handler_stderr(inv->id, vm->id, out->agent);
-        /* The VM is free for the next invocation before this one is answered. */
-        cvm_pool_release(inv->pvm);
+        /* Answered (the answer leaves at the end of the loop turn) and recorded
+         * first: releasing the VM can end a deleted function's drain and free
+         * what finish reads. The next invocation still gets the VM in this turn. */
+        cvm_pool_vm *pvm = inv->pvm;
         inv->pvm = NULL;
         finish(inv, &r);
+        cvm_pool_release(pvm);
 }
 
 /* Sends the invocation to the VM behind pvm; on failure the slot is back

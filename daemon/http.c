@@ -465,6 +465,12 @@ static void req_dispatch(cvm_http_req *req) {
                         return;
                 }
         }
+        if (srv->freed) {
+                /* The last run before MHD stops may read new requests: a handler
+                 * would suspend them, and MHD refuses to stop with any suspended. */
+                cvm_http_reply_error(req, 503, "shutting_down", "the daemon is shutting down");
+                return;
+        }
         req->handled = true;
         srv->pending++;
         req->route->handler(req, srv->userdata);
@@ -661,7 +667,9 @@ void cvm_http_server_fail_pending(cvm_http_server *srv, const cvm_error *error) 
 void cvm_http_server_free(cvm_http_server *srv) {
         if (!srv)
                 return;
-        /* MHD refuses to stop with suspended connections: answer them first. */
+        /* MHD refuses to stop with suspended connections: answer them first,
+         * and from now on every new request at once. */
+        srv->freed = true;
         cvm_error shutdown = {.code = -ESHUTDOWN, .message = "the daemon is shutting down"};
         cvm_http_server_fail_pending(srv, &shutdown);
         listener *l = srv->listeners;

@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -235,6 +237,94 @@ static void test_http_end_to_end(void **state) {
         unlink(c.sock);
 }
 
+static void h_hold(cvm_http_req *req, void *ud) {
+        (void)req;
+        (void)ud; /* Answers later: never, until the server goes. */
+}
+
+static void h_now(cvm_http_req *req, void *ud) {
+        (void)ud;
+        cvm_http_reply(req, 200, "text/plain", "ok", 2);
+}
+
+static const cvm_http_route free_routes[] = {
+        {"GET", "/hold", h_hold, 0},
+        {"GET", "/now", h_now, 0},
+};
+
+static int connect_unix(const char *path) {
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+        assert_true(fd >= 0);
+        assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+        return fd;
+}
+
+static void send_all(int fd, const char *text) {
+        assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+}
+
+/* Freeing the server answers what is pending; a request that arrives on a
+ * keep-alive connection just before is answered 503 rather than handed to a
+ * handler that would park it (libmicrohttpd aborts when it stops with a
+ * parked connection). */
+static void test_free_with_a_request_waiting(void **state) {
+        (void)state;
+        uv_loop_t loop;
+        uv_loop_init(&loop);
+        char name[64], sock[108];
+        snprintf(name, sizeof(name), "cvm-http-free-%d.sock", (int)getpid());
+        unit_tmp_path(sock, sizeof(sock), name);
+        cvm_http_limits lim = {
+                .max_body_bytes = 1024, .max_connections = 8, .connection_timeout_s = 5};
+        cvm_error err = {0};
+        cvm_http_server *srv;
+        assert_int_equal(cvm_http_server_new(&loop, free_routes, 2, NULL, &lim, &srv, &err), 0);
+        char addr[sizeof(sock) + 8];
+        snprintf(addr, sizeof(addr), "unix:%s", sock);
+        int fd;
+        assert_int_equal(cvm_listen_open(addr, 0600, &fd, &err), 0);
+        assert_int_equal(cvm_http_server_listen_fd(srv, fd, addr, true, &err), 0);
+
+        int held = connect_unix(sock);
+        send_all(held, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n");
+        for (int i = 0; i < 2000 && cvm_http_server_pending(srv) == 0; i++) {
+                uv_run(&loop, UV_RUN_NOWAIT);
+                usleep(1000);
+        }
+        assert_int_equal(cvm_http_server_pending(srv), 1);
+        int other = connect_unix(sock);
+        send_all(other, "GET /now HTTP/1.1\r\nHost: x\r\n\r\n");
+        char buf[4096];
+        ssize_t n = -1;
+        for (int i = 0; i < 2000 && n <= 0; i++) {
+                uv_run(&loop, UV_RUN_NOWAIT);
+                usleep(1000);
+                n = recv(other, buf, sizeof(buf) - 1, MSG_DONTWAIT);
+        }
+        assert_true(n > 0);
+        /* Read by the last run of the server, never by the loop. */
+        send_all(other, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n");
+        usleep(10000);
+        cvm_http_server_free(srv);
+
+        n = recv(held, buf, sizeof(buf) - 1, MSG_DONTWAIT);
+        assert_true(n > 0);
+        buf[n] = '\0';
+        assert_non_null(strstr(buf, "HTTP/1.1 503"));
+        n = recv(other, buf, sizeof(buf) - 1, MSG_DONTWAIT);
+        assert_true(n > 0);
+        buf[n] = '\0';
+        assert_non_null(strstr(buf, "HTTP/1.1 503"));
+        assert_non_null(strstr(buf, "shutting_down"));
+        close(held);
+        close(other);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        assert_int_equal(uv_loop_close(&loop), 0);
+        unlink(sock);
+}
+
 static void test_status_mapping(void **state) {
         (void)state;
         assert_int_equal(cvm_http_status_for_errno(-EINVAL), 400);
@@ -251,6 +341,7 @@ int main(void) {
         curl_global_init(CURL_GLOBAL_DEFAULT);
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_http_end_to_end),
+                cmocka_unit_test(test_free_with_a_request_waiting),
                 cmocka_unit_test(test_status_mapping),
         };
         int r = cmocka_run_group_tests(tests, NULL, NULL);
