@@ -315,6 +315,11 @@ static void handle_hello(cvm_agent_client *c, const cvm_agent_frame *f) {
         }
         c->hello = h;
         c->have_hello = true;
+        /* Heartbeats start with the agent: before its HELLO, the host's own
+         * boot timeout bounds the wait, however long a guest boots. */
+        if (c->opts.heartbeat_interval_ms)
+                uv_timer_start(&c->heartbeat, on_heartbeat, c->opts.heartbeat_interval_ms,
+                               c->opts.heartbeat_interval_ms);
         log_debug("agent %s: protocol %u, concurrency %u, capabilities 0x%" PRIx32,
                   CVM_QUOTE(h.agent_version), h.proto_version, h.max_concurrency, h.capabilities);
         if (c->cbs.on_hello)
@@ -502,9 +507,6 @@ int cvm_agent_client_new(uv_loop_t *loop, int fd, const cvm_agent_client_opts *o
                 close_handles(c);
                 return cvm_error_set(err, r, "agent connection fd %d: %s", fd, uv_strerror(r));
         }
-        if (c->opts.heartbeat_interval_ms)
-                uv_timer_start(&c->heartbeat, on_heartbeat, c->opts.heartbeat_interval_ms,
-                               c->opts.heartbeat_interval_ms);
         *ret = c;
         return 0;
 }

@@ -20,7 +20,7 @@ typedef struct cvm_agent_client cvm_agent_client;
 
 typedef struct cvm_agent_client_opts {
         uint32_t max_payload;           /* Largest frame payload accepted; 0: 8 MiB. */
-        uint32_t heartbeat_interval_ms; /* A PING every interval; 0 disables the heartbeat. */
+        uint32_t heartbeat_interval_ms; /* A PING every interval after HELLO; 0: none. */
         uint32_t heartbeat_misses; /* Intervals without a PONG before the agent is dead; 0: 3. */
         /* A RESULT later than its timeout by this much means the agent is broken;
          * checked at each heartbeat; 0: 5000. */

@@ -894,13 +894,9 @@ static int lv_boot(cvm_host *host, cvm_vm *vm, cvm_host_step_cb cb, cvm_error *e
                 close(fd);
                 return r;
         }
-        /* The heartbeat runs from the start, so it must not give up on a
-         * guest that is still booting: enough misses to cover the boot. */
+        /* Heartbeats start at the agent's HELLO; until then the boot timeout
+         * bounds the wait. */
         cvm_agent_client_opts o = {.heartbeat_interval_ms = lh->cfg.heartbeat_ms};
-        if (lh->cfg.heartbeat_ms) {
-                uint32_t misses = lh->cfg.boot_timeout_ms / lh->cfg.heartbeat_ms + 2;
-                o.heartbeat_misses = misses < 3 ? 3 : misses;
-        }
         cvm_agent_client_cbs cbs = {.on_hello = on_hello, .on_closed = on_agent_closed};
         int r = cvm_agent_client_new(lh->loop, fd, &o, &cbs, lv, &lv->agent, err);
         if (r < 0)

@@ -7,24 +7,10 @@
 #include <stdlib.h>
 #include <time.h>
 
-static size_t discard(char *d, size_t s, size_t n, void *u) {
-        (void)d;
-        (void)u;
-        return s * n;
-}
-
-static uint64_t now_ns(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static int cmp_u64(const void *a, const void *b) {
-        uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-        return x < y ? -1 : x > y;
-}
+#include "bench.h"
 
 int main(int argc, char **argv) {
+        bench_prog = "api-rtt";
         if (argc < 2) {
                 fprintf(stderr, "usage: api-rtt SOCKET [REQUESTS]\n");
                 return 2;
@@ -36,7 +22,7 @@ int main(int argc, char **argv) {
         CURL *h = curl_easy_init();
         curl_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, argv[1]);
         curl_easy_setopt(h, CURLOPT_URL, "http://cvmd/v1/health");
-        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
+        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, bench_discard);
         /* Warm up the connection and the daemon's caches. */
         for (int i = 0; i < 100; i++)
                 curl_easy_perform(h);

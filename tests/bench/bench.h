@@ -1,9 +1,13 @@
-/* What the benchmark programs share: errors, clocks, response bodies and
- * percentiles. Header-only because every .c here is a program of its own.
- * A program sets bench_prog first thing in main. */
+/* What the benchmark programs share: errors, clocks, the daemon's control
+ * requests (libcurl on its Unix socket), response bodies and percentiles.
+ * Header-only because every .c here is a program of its own. A program sets
+ * bench_prog first thing in main, and bench_sock and bench_ctl before its
+ * first request. */
 #pragma once
 
+#include <curl/curl.h>
 #include <errno.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -18,6 +22,8 @@
 #endif
 
 static const char *bench_prog = "bench";
+static const char *bench_sock; /* The daemon's Unix socket. */
+static CURL *bench_ctl;        /* One keep-alive handle for the control requests. */
 
 typedef struct buf {
         char *data;
@@ -82,4 +88,61 @@ __attribute__((unused)) static int cmp_double(const void *a, const void *b) {
 __attribute__((unused)) static double percentile(const double *sorted, size_t n, double p) {
         size_t rank = (size_t)ceil(p * (double)n);
         return sorted[rank ? rank - 1 : 0];
+}
+
+__attribute__((unused)) static int cmp_u64(const void *a, const void *b) {
+        uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+        return x < y ? -1 : x > y;
+}
+
+/* libcurl's write callback for answers nobody reads. */
+__attribute__((unused)) static size_t bench_discard(char *d, size_t s, size_t n, void *ud) {
+        (void)d;
+        (void)ud;
+        return s * n;
+}
+
+/* Sets h up for METHOD http://cvmd/PATH on bench_sock, the answer's body into out. */
+__attribute__((unused)) static void bench_setup(CURL *h, const char *method, const char *path,
+                                                long timeout_s, buf *out) {
+        char url[256];
+        snprintf(url, sizeof(url), "http://cvmd%s", path);
+        if (curl_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, bench_sock) != CURLE_OK ||
+            curl_easy_setopt(h, CURLOPT_URL, url) != CURLE_OK ||
+            curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method) != CURLE_OK ||
+            curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
+            curl_easy_setopt(h, CURLOPT_TIMEOUT, timeout_s) != CURLE_OK ||
+            curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data) != CURLE_OK ||
+            curl_easy_setopt(h, CURLOPT_WRITEDATA, out) != CURLE_OK)
+                die("cannot set up a libcurl handle");
+}
+
+/* One control request on bench_ctl, with a JSON body or none: returns the
+ * parsed answer and its status; a transport error or an answer that is not
+ * JSON ends the program. */
+__attribute__((unused)) static json_t *bench_request(const char *method, const char *path,
+                                                     const char *json_body, long *status) {
+        buf out = {0};
+        struct curl_slist *hdrs = NULL;
+        curl_easy_reset(bench_ctl);
+        bench_setup(bench_ctl, method, path, 60, &out);
+        if (json_body) {
+                hdrs = curl_slist_append(NULL, "Content-Type: application/json");
+                if (!hdrs || curl_easy_setopt(bench_ctl, CURLOPT_HTTPHEADER, hdrs) != CURLE_OK ||
+                    curl_easy_setopt(bench_ctl, CURLOPT_POSTFIELDS, json_body) != CURLE_OK)
+                        die("cannot set up a libcurl handle");
+        }
+        CURLcode rc = curl_easy_perform(bench_ctl);
+        curl_slist_free_all(hdrs);
+        if (rc != CURLE_OK)
+                die("%s %s: %s", method, path, curl_easy_strerror(rc));
+        if (curl_easy_getinfo(bench_ctl, CURLINFO_RESPONSE_CODE, status) != CURLE_OK)
+                die("%s %s: no status", method, path);
+        json_error_t jerr;
+        json_t *j = out.data ? json_loads(out.data, 0, &jerr) : NULL;
+        if (!j)
+                die("%s %s: %ld with a body that is not JSON: %s", method, path, *status,
+                    out.data ? out.data : "(empty)");
+        free(out.data);
+        return j;
 }

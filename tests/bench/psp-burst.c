@@ -41,44 +41,10 @@ typedef struct row {
         double mean, p50, p99, max, mean_total, mean_psp, last_ms, wall_ms;
 } row;
 
-static const char *sock_path;
-static CURL *ctl; /* One keep-alive handle for the control requests. */
-
 static void buf_reset(buf *b) {
         free(b->data);
         b->data = NULL;
         b->len = 0;
-}
-
-static void setup(CURL *h, const char *method, const char *path, buf *out) {
-        char url[256];
-        snprintf(url, sizeof(url), "http://cvmd%s", path);
-        if (curl_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, sock_path) != CURLE_OK ||
-            curl_easy_setopt(h, CURLOPT_URL, url) != CURLE_OK ||
-            curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method) != CURLE_OK ||
-            curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
-            curl_easy_setopt(h, CURLOPT_TIMEOUT, BURST_TIMEOUT_S) != CURLE_OK ||
-            curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data) != CURLE_OK ||
-            curl_easy_setopt(h, CURLOPT_WRITEDATA, out) != CURLE_OK)
-                die("cannot set up a libcurl handle");
-}
-
-/* One control request on the keep-alive handle; returns the parsed body. */
-static json_t *request(const char *method, const char *path, long *status) {
-        buf out = {0};
-        setup(ctl, method, path, &out);
-        CURLcode rc = curl_easy_perform(ctl);
-        if (rc != CURLE_OK)
-                die("%s %s: %s", method, path, curl_easy_strerror(rc));
-        if (curl_easy_getinfo(ctl, CURLINFO_RESPONSE_CODE, status) != CURLE_OK)
-                die("%s %s: no status", method, path);
-        json_error_t jerr;
-        json_t *j = out.data ? json_loads(out.data, 0, &jerr) : NULL;
-        if (!j)
-                die("%s %s: %ld with a body that is not JSON: %s", method, path, *status,
-                    out.data ? out.data : "(empty)");
-        buf_reset(&out);
-        return j;
 }
 
 static void parse_launch(launch *l, long status) {
@@ -111,7 +77,7 @@ static void burst(launch *ls, size_t n, const char *body, row *r) {
                 *l = (launch){.h = curl_easy_init()};
                 if (!l->h)
                         die("curl_easy_init failed");
-                setup(l->h, "POST", "/v1/vms", &l->body);
+                bench_setup(l->h, "POST", "/v1/vms", BURST_TIMEOUT_S, &l->body);
                 /* Each launch needs its own connection so all n reach the daemon together. */
                 if (curl_easy_setopt(l->h, CURLOPT_POSTFIELDS, body) != CURLE_OK ||
                     curl_easy_setopt(l->h, CURLOPT_HTTPHEADER, hdrs) != CURLE_OK ||
@@ -202,18 +168,18 @@ static void drain(launch *ls, size_t n) {
         for (size_t i = 0; i < n; i++) {
                 char path[128];
                 snprintf(path, sizeof(path), "/v1/vms/%s", ls[i].id);
-                json_decref(request("DELETE", path, &status));
+                json_decref(bench_request("DELETE", path, NULL, &status));
                 if (status != 202)
                         die("DELETE %s answered %ld, not 202", path, status);
         }
         double deadline = now_ms() + IDLE_TIMEOUT_MS;
         for (;;) {
-                json_t *vms = request("GET", "/v1/vms", &status);
+                json_t *vms = bench_request("GET", "/v1/vms", NULL, &status);
                 size_t left = json_array_size(json_object_get(vms, "vms"));
                 json_decref(vms);
                 if (status != 200)
                         die("GET /v1/vms answered %ld", status);
-                json_t *psp = request("GET", "/v1/psp", &status);
+                json_t *psp = bench_request("GET", "/v1/psp", NULL, &status);
                 json_int_t in_use = -1, depth = -1;
                 if (status != 200 || json_unpack(psp, "{s:I, s:{s:I}}", "queue_depth", &depth,
                                                  "asids", "in_use", &in_use) < 0)
@@ -261,16 +227,16 @@ int main(int argc, char **argv) {
                         firmware = argv[++i];
                 else if (strcmp(argv[i], "--counts") == 0 && i + 1 < argc)
                         counts_arg = argv[++i];
-                else if (argv[i][0] == '-' || sock_path)
+                else if (argv[i][0] == '-' || bench_sock)
                         usage();
                 else
-                        sock_path = argv[i];
+                        bench_sock = argv[i];
         }
-        if (!sock_path)
+        if (!bench_sock)
                 usage();
         size_t counts[MAX_COUNTS];
         size_t k = parse_counts(counts_arg, counts);
-        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || !(ctl = curl_easy_init()))
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || !(bench_ctl = curl_easy_init()))
                 die("cannot initialise libcurl");
         json_t *req = json_pack("{s:{s:[s]}}", "handler", "exec", "/bin/cat");
         if (req && firmware &&
@@ -329,7 +295,7 @@ int main(int argc, char **argv) {
                        slope, psp > 0 ? slope / psp : 0.0, icept);
         }
         long status;
-        json_t *st = request("GET", "/v1/psp", &status);
+        json_t *st = bench_request("GET", "/v1/psp", NULL, &status);
         json_int_t flushes = 0;
         double busy = 0;
         if (status == 200 &&
@@ -340,7 +306,7 @@ int main(int argc, char **argv) {
         free(body);
         free(ls);
         free(rows);
-        curl_easy_cleanup(ctl);
+        curl_easy_cleanup(bench_ctl);
         curl_global_cleanup();
         return 0;
 }

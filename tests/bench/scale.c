@@ -42,9 +42,6 @@ typedef struct mem {
         long rss_kib, anon_kib;
 } mem;
 
-static const char *sock_path;
-static CURL *ctl; /* One keep-alive handle for every request. */
-
 static size_t on_header(char *d, size_t s, size_t n, void *ud) {
         bool *warm = ud;
         size_t len = s * n;
@@ -56,37 +53,28 @@ static size_t on_header(char *d, size_t s, size_t n, void *ud) {
 /* One request on the keep-alive handle; the body is returned (NUL-terminated, may be NULL). */
 static char *perform(const char *method, const char *path, const char *json_body, long *status,
                      bool *warm) {
-        char url[256];
         buf out = {0};
         struct curl_slist *hdrs = NULL;
-        snprintf(url, sizeof(url), "http://cvmd%s", path);
-        curl_easy_reset(ctl);
-        if (curl_easy_setopt(ctl, CURLOPT_UNIX_SOCKET_PATH, sock_path) != CURLE_OK ||
-            curl_easy_setopt(ctl, CURLOPT_URL, url) != CURLE_OK ||
-            curl_easy_setopt(ctl, CURLOPT_CUSTOMREQUEST, method) != CURLE_OK ||
-            curl_easy_setopt(ctl, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
-            curl_easy_setopt(ctl, CURLOPT_TIMEOUT, REQUEST_TIMEOUT_S) != CURLE_OK ||
-            curl_easy_setopt(ctl, CURLOPT_WRITEFUNCTION, on_data) != CURLE_OK ||
-            curl_easy_setopt(ctl, CURLOPT_WRITEDATA, &out) != CURLE_OK)
-                die("cannot set up a libcurl handle");
-        if (warm && (curl_easy_setopt(ctl, CURLOPT_HEADERFUNCTION, on_header) != CURLE_OK ||
-                     curl_easy_setopt(ctl, CURLOPT_HEADERDATA, warm) != CURLE_OK))
+        curl_easy_reset(bench_ctl);
+        bench_setup(bench_ctl, method, path, REQUEST_TIMEOUT_S, &out);
+        if (warm && (curl_easy_setopt(bench_ctl, CURLOPT_HEADERFUNCTION, on_header) != CURLE_OK ||
+                     curl_easy_setopt(bench_ctl, CURLOPT_HEADERDATA, warm) != CURLE_OK))
                 die("cannot set up a libcurl handle");
         if (json_body) {
                 hdrs = curl_slist_append(NULL, "Content-Type: application/json");
-                if (!hdrs || curl_easy_setopt(ctl, CURLOPT_HTTPHEADER, hdrs) != CURLE_OK ||
-                    curl_easy_setopt(ctl, CURLOPT_POSTFIELDS, json_body) != CURLE_OK)
+                if (!hdrs || curl_easy_setopt(bench_ctl, CURLOPT_HTTPHEADER, hdrs) != CURLE_OK ||
+                    curl_easy_setopt(bench_ctl, CURLOPT_POSTFIELDS, json_body) != CURLE_OK)
                         die("cannot set up a libcurl handle");
         } else if (strcmp(method, "POST") == 0) {
-                if (curl_easy_setopt(ctl, CURLOPT_POSTFIELDS, "") != CURLE_OK ||
-                    curl_easy_setopt(ctl, CURLOPT_POSTFIELDSIZE, 0L) != CURLE_OK)
+                if (curl_easy_setopt(bench_ctl, CURLOPT_POSTFIELDS, "") != CURLE_OK ||
+                    curl_easy_setopt(bench_ctl, CURLOPT_POSTFIELDSIZE, 0L) != CURLE_OK)
                         die("cannot set up a libcurl handle");
         }
-        CURLcode rc = curl_easy_perform(ctl);
+        CURLcode rc = curl_easy_perform(bench_ctl);
         curl_slist_free_all(hdrs);
         if (rc != CURLE_OK)
                 die("%s %s: %s", method, path, curl_easy_strerror(rc));
-        if (curl_easy_getinfo(ctl, CURLINFO_RESPONSE_CODE, status) != CURLE_OK)
+        if (curl_easy_getinfo(bench_ctl, CURLINFO_RESPONSE_CODE, status) != CURLE_OK)
                 die("%s %s: no status", method, path);
         return out.data;
 }
@@ -276,17 +264,17 @@ int main(int argc, char **argv) {
                         ninv = parse_num("--invocations", argv[++i], 100, MAX_INVOCATIONS);
                 else if (strcmp(argv[i], "--pid") == 0 && i + 1 < argc)
                         pid = (pid_t)parse_num("--pid", argv[++i], 1, INT_MAX);
-                else if (argv[i][0] == '-' || sock_path)
+                else if (argv[i][0] == '-' || bench_sock)
                         usage();
                 else
-                        sock_path = argv[i];
+                        bench_sock = argv[i];
         }
-        if (!sock_path || !pid)
+        if (!bench_sock || !pid)
                 usage();
         daemon_pid = pid;
         if (nvm > nfn)
                 die("--vms (%ld) must not exceed --functions (%ld)", nvm, nfn);
-        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || !(ctl = curl_easy_init()))
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || !(bench_ctl = curl_easy_init()))
                 die("cannot initialise libcurl");
         mem m_start = read_mem(pid);
         if (!m_start.rss_kib)
@@ -414,7 +402,7 @@ int main(int argc, char **argv) {
         printf("  cleanup: %ld functions deleted and their VMs torn down in %.1f s; whole run "
                "%.1f s\n",
                nfn, secs_since(t), secs_since(t_all));
-        curl_easy_cleanup(ctl);
+        curl_easy_cleanup(bench_ctl);
         curl_global_cleanup();
         if (base.warm != ninv || spread.warm != ninv || one.warm != ninv)
                 die("not every invocation was warm");

@@ -89,50 +89,6 @@ typedef struct hconn {
         double exec_ms, total_ms;
 } hconn;
 
-static const char *sock_path;
-static CURL *ctl; /* One keep-alive handle for the control requests. */
-
-static void set_common(CURL *h, const char *method, const char *path) {
-        char url[256];
-        snprintf(url, sizeof(url), "http://cvmd%s", path);
-        if (curl_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, sock_path) != CURLE_OK ||
-            curl_easy_setopt(h, CURLOPT_URL, url) != CURLE_OK ||
-            curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method) != CURLE_OK ||
-            curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
-            curl_easy_setopt(h, CURLOPT_TIMEOUT, REQUEST_TIMEOUT_S) != CURLE_OK)
-                die("cannot set up a libcurl handle");
-}
-
-/* One control request on the keep-alive handle; returns the parsed body. */
-static json_t *request(const char *method, const char *path, const char *body, long *status) {
-        buf out = {0};
-        struct curl_slist *hdrs = NULL;
-        curl_easy_reset(ctl);
-        set_common(ctl, method, path);
-        if (curl_easy_setopt(ctl, CURLOPT_WRITEFUNCTION, on_data) != CURLE_OK ||
-            curl_easy_setopt(ctl, CURLOPT_WRITEDATA, &out) != CURLE_OK)
-                die("cannot set up a libcurl handle");
-        if (body) {
-                hdrs = curl_slist_append(NULL, "Content-Type: application/json");
-                if (!hdrs || curl_easy_setopt(ctl, CURLOPT_HTTPHEADER, hdrs) != CURLE_OK ||
-                    curl_easy_setopt(ctl, CURLOPT_POSTFIELDS, body) != CURLE_OK)
-                        die("cannot set up a libcurl handle");
-        }
-        CURLcode rc = curl_easy_perform(ctl);
-        curl_slist_free_all(hdrs);
-        if (rc != CURLE_OK)
-                die("%s %s: %s", method, path, curl_easy_strerror(rc));
-        if (curl_easy_getinfo(ctl, CURLINFO_RESPONSE_CODE, status) != CURLE_OK)
-                die("%s %s: no status", method, path);
-        json_error_t jerr;
-        json_t *j = out.data ? json_loads(out.data, 0, &jerr) : NULL;
-        if (!j)
-                die("%s %s: %ld with a body that is not JSON: %s", method, path, *status,
-                    out.data ? out.data : "(empty)");
-        free(out.data);
-        return j;
-}
-
 /* Deploys the no-op function with `warm` VMs kept ready and waits for them;
  * returns the VMs' memory size in MiB. */
 static json_int_t deploy(int warm) {
@@ -142,12 +98,12 @@ static json_int_t deploy(int warm) {
                  "\"pool\": {\"min_warm\": %d, \"max_vms\": %d, \"keep_alive_s\": 600}}",
                  warm, warm);
         long status;
-        json_decref(request("PUT", "/v1/functions/" FN_NAME, body, &status));
+        json_decref(bench_request("PUT", "/v1/functions/" FN_NAME, body, &status));
         if (status != 200 && status != 201)
                 die("PUT /v1/functions/" FN_NAME " answered %ld", status);
         uint64_t deadline = now_ns() + (uint64_t)READY_TIMEOUT_MS * 1000000u;
         for (;;) {
-                json_t *fn = request("GET", "/v1/functions/" FN_NAME, NULL, &status);
+                json_t *fn = bench_request("GET", "/v1/functions/" FN_NAME, NULL, &status);
                 json_int_t ready = -1, memory_mib = 0;
                 if (status != 200 ||
                     json_unpack(fn, "{s:{s:I}, s:{s:{s:I}}}", "pool", "ready", &ready, "spec",
@@ -205,13 +161,13 @@ static uint64_t self_cpu_ns(void) {
 
 static void hconn_open(hconn *c, const char *req) {
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
-        if (strlen(sock_path) >= sizeof(sa.sun_path))
-                die("socket path too long: %s", sock_path);
-        strcpy(sa.sun_path, sock_path);
+        if (strlen(bench_sock) >= sizeof(sa.sun_path))
+                die("socket path too long: %s", bench_sock);
+        strcpy(sa.sun_path, bench_sock);
         *c = (hconn){.req = req, .req_len = strlen(req)};
         if ((c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
             connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-                die("connect %s: %s", sock_path, strerror(errno));
+                die("connect %s: %s", bench_sock, strerror(errno));
 }
 
 static void hconn_close(hconn *c) {
@@ -358,11 +314,6 @@ static void drive(hconn *cs, int nc, size_t count, uint64_t duration_ns, uint64_
                         }
                 }
         }
-}
-
-static int cmp_u64(const void *a, const void *b) {
-        uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-        return x < y ? -1 : x > y;
 }
 
 /* Nearest rank: the smallest value with at least p of the sample at or below it. */
@@ -640,12 +591,12 @@ int main(int argc, char **argv) {
                         agent = argv[++i];
                 else if (strcmp(argv[i], "--pid") == 0 && i + 1 < argc)
                         daemon_pid = (pid_t)parse_num("--pid", argv[++i], 1, INT_MAX);
-                else if (argv[i][0] == '-' || sock_path)
+                else if (argv[i][0] == '-' || bench_sock)
                         usage();
                 else
-                        sock_path = argv[i];
+                        bench_sock = argv[i];
         }
-        if (!sock_path)
+        if (!bench_sock)
                 usage();
         if (!agent)
                 agent = default_agent();
@@ -653,7 +604,7 @@ int main(int argc, char **argv) {
                 die("the agent %s: %s (pass --agent)", agent, strerror(errno));
         /* The agent client's info lines (a closed connection) are not part of the report. */
         cvm_log_set_level(CVM_LOG_WARN);
-        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || !(ctl = curl_easy_init()))
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || !(bench_ctl = curl_easy_init()))
                 die("cannot initialise libcurl");
         rlim_t memory = (rlim_t)deploy(nc) << 20;
 
@@ -774,10 +725,10 @@ int main(int argc, char **argv) {
         samples_free(&sh);
 
         long status;
-        json_decref(request("DELETE", "/v1/functions/" FN_NAME, NULL, &status));
+        json_decref(bench_request("DELETE", "/v1/functions/" FN_NAME, NULL, &status));
         if (status != 202)
                 die("DELETE /v1/functions/" FN_NAME " answered %ld", status);
-        curl_easy_cleanup(ctl);
+        curl_easy_cleanup(bench_ctl);
         curl_global_cleanup();
         if (warm1 != n1 || warmc != nc_n)
                 die("not every invocation was warm");

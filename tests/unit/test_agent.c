@@ -426,6 +426,20 @@ static void test_heartbeat(void **state) {
         assert_false(t->closed);
         teardown(t);
 
+        /* Before its HELLO a peer is not pinged, however long it takes: the
+         * host's boot timeout bounds that wait, not the heartbeat. */
+        t = calloc(1, sizeof(*t));
+        assert_int_equal(uv_loop_init(&t->loop), 0);
+        make_pair(fds);
+        t->peer_fd = fds[1];
+        start_client(t, fds[0], &opts);
+        run_for(t, 200);
+        assert_false(t->closed);
+        uint8_t none[64];
+        assert_int_equal(recv(t->peer_fd, none, sizeof(none), MSG_DONTWAIT), -1);
+        assert_int_equal(errno, EAGAIN);
+        teardown(t);
+
         /* A peer that says HELLO and then nothing is declared dead. */
         t = calloc(1, sizeof(*t));
         assert_int_equal(uv_loop_init(&t->loop), 0);
