@@ -21,6 +21,9 @@
 #define BENCH_MAX_BODY (8u << 20)
 #endif
 
+/* A control request that takes longer means a stuck daemon. */
+#define BENCH_REQUEST_TIMEOUT_S 60L
+
 static const char *bench_prog = "bench";
 static const char *bench_sock; /* The daemon's Unix socket. */
 static CURL *bench_ctl;        /* One keep-alive handle for the control requests. */
@@ -117,19 +120,29 @@ __attribute__((unused)) static void bench_setup(CURL *h, const char *method, con
                 die("cannot set up a libcurl handle");
 }
 
-/* One control request on bench_ctl, with a JSON body or none: returns the
- * parsed answer and its status; a transport error or an answer that is not
- * JSON ends the program. */
-__attribute__((unused)) static json_t *bench_request(const char *method, const char *path,
-                                                     const char *json_body, long *status) {
+/* One request on bench_ctl, with a JSON body or none (a POST without one
+ * sends an empty body): returns the answer's body (NUL-terminated, NULL when
+ * empty) and its status; on_header, when set, sees every header line. A
+ * transport error ends the program. */
+__attribute__((unused)) static char *bench_perform(const char *method, const char *path,
+                                                   const char *json_body, long *status,
+                                                   curl_write_callback on_header, void *header_ud) {
         buf out = {0};
         struct curl_slist *hdrs = NULL;
         curl_easy_reset(bench_ctl);
-        bench_setup(bench_ctl, method, path, 60, &out);
+        bench_setup(bench_ctl, method, path, BENCH_REQUEST_TIMEOUT_S, &out);
+        if (on_header &&
+            (curl_easy_setopt(bench_ctl, CURLOPT_HEADERFUNCTION, on_header) != CURLE_OK ||
+             curl_easy_setopt(bench_ctl, CURLOPT_HEADERDATA, header_ud) != CURLE_OK))
+                die("cannot set up a libcurl handle");
         if (json_body) {
                 hdrs = curl_slist_append(NULL, "Content-Type: application/json");
                 if (!hdrs || curl_easy_setopt(bench_ctl, CURLOPT_HTTPHEADER, hdrs) != CURLE_OK ||
                     curl_easy_setopt(bench_ctl, CURLOPT_POSTFIELDS, json_body) != CURLE_OK)
+                        die("cannot set up a libcurl handle");
+        } else if (strcmp(method, "POST") == 0) {
+                if (curl_easy_setopt(bench_ctl, CURLOPT_POSTFIELDS, "") != CURLE_OK ||
+                    curl_easy_setopt(bench_ctl, CURLOPT_POSTFIELDSIZE, 0L) != CURLE_OK)
                         die("cannot set up a libcurl handle");
         }
         CURLcode rc = curl_easy_perform(bench_ctl);
@@ -138,11 +151,18 @@ __attribute__((unused)) static json_t *bench_request(const char *method, const c
                 die("%s %s: %s", method, path, curl_easy_strerror(rc));
         if (curl_easy_getinfo(bench_ctl, CURLINFO_RESPONSE_CODE, status) != CURLE_OK)
                 die("%s %s: no status", method, path);
+        return out.data;
+}
+
+/* A control request whose answer is JSON: returns it parsed, with its status. */
+__attribute__((unused)) static json_t *bench_request(const char *method, const char *path,
+                                                     const char *json_body, long *status) {
+        char *out = bench_perform(method, path, json_body, status, NULL, NULL);
         json_error_t jerr;
-        json_t *j = out.data ? json_loads(out.data, 0, &jerr) : NULL;
+        json_t *j = out ? json_loads(out, 0, &jerr) : NULL;
         if (!j)
                 die("%s %s: %ld with a body that is not JSON: %s", method, path, *status,
-                    out.data ? out.data : "(empty)");
-        free(out.data);
+                    out ? out : "(empty)");
+        free(out);
         return j;
 }

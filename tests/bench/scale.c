@@ -31,7 +31,6 @@
 #define MAX_FUNCTIONS 4096
 #define MAX_VMS 4000
 #define MAX_INVOCATIONS 1000000L
-#define REQUEST_TIMEOUT_S 30L
 /* 500 launches at ~30 ms of PSP time each take ~15 s; this bounds a stuck daemon. */
 #define READY_TIMEOUT_MS 120000
 #define DRAIN_TIMEOUT_MS 20000
@@ -50,39 +49,10 @@ static size_t on_header(char *d, size_t s, size_t n, void *ud) {
         return len;
 }
 
-/* One request on the keep-alive handle; the body is returned (NUL-terminated, may be NULL). */
-static char *perform(const char *method, const char *path, const char *json_body, long *status,
-                     bool *warm) {
-        buf out = {0};
-        struct curl_slist *hdrs = NULL;
-        curl_easy_reset(bench_ctl);
-        bench_setup(bench_ctl, method, path, REQUEST_TIMEOUT_S, &out);
-        if (warm && (curl_easy_setopt(bench_ctl, CURLOPT_HEADERFUNCTION, on_header) != CURLE_OK ||
-                     curl_easy_setopt(bench_ctl, CURLOPT_HEADERDATA, warm) != CURLE_OK))
-                die("cannot set up a libcurl handle");
-        if (json_body) {
-                hdrs = curl_slist_append(NULL, "Content-Type: application/json");
-                if (!hdrs || curl_easy_setopt(bench_ctl, CURLOPT_HTTPHEADER, hdrs) != CURLE_OK ||
-                    curl_easy_setopt(bench_ctl, CURLOPT_POSTFIELDS, json_body) != CURLE_OK)
-                        die("cannot set up a libcurl handle");
-        } else if (strcmp(method, "POST") == 0) {
-                if (curl_easy_setopt(bench_ctl, CURLOPT_POSTFIELDS, "") != CURLE_OK ||
-                    curl_easy_setopt(bench_ctl, CURLOPT_POSTFIELDSIZE, 0L) != CURLE_OK)
-                        die("cannot set up a libcurl handle");
-        }
-        CURLcode rc = curl_easy_perform(bench_ctl);
-        curl_slist_free_all(hdrs);
-        if (rc != CURLE_OK)
-                die("%s %s: %s", method, path, curl_easy_strerror(rc));
-        if (curl_easy_getinfo(bench_ctl, CURLINFO_RESPONSE_CODE, status) != CURLE_OK)
-                die("%s %s: no status", method, path);
-        return out.data;
-}
-
 /* A JSON request: fails unless the answer is one of the expected statuses. */
 static json_t *request(const char *method, const char *path, const char *body, long ok1, long ok2) {
         long status;
-        char *out = perform(method, path, body, &status, NULL);
+        char *out = bench_perform(method, path, body, &status, NULL, NULL);
         if (status != ok1 && status != ok2)
                 die("%s %s answered %ld: %s", method, path, status, out ? out : "(empty)");
         json_error_t jerr;
@@ -216,7 +186,7 @@ static lat invoke_round_robin(long first, long count, long n) {
                 bool warm = false;
                 long status;
                 uint64_t t = now_ns();
-                free(perform("POST", path, NULL, &status, &warm));
+                free(bench_perform("POST", path, NULL, &status, on_header, &warm));
                 v[i] = (double)(now_ns() - t) / 1e3;
                 if (status != 200)
                         die("POST %s answered %ld", path, status);
@@ -303,7 +273,8 @@ int main(int argc, char **argv) {
                 bool warm = false;
                 long status;
                 uint64_t t = now_ns();
-                free(perform("POST", "/v1/functions/scale-base/invoke", NULL, &status, &warm));
+                free(bench_perform("POST", "/v1/functions/scale-base/invoke", NULL, &status,
+                                   on_header, &warm));
                 double us = (double)(now_ns() - t) / 1e3;
                 if (status != 200)
                         die("POST /v1/functions/scale-base/invoke answered %ld", status);
