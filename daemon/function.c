@@ -12,6 +12,7 @@
 #include "guest_policy.h"
 #include "http.h"
 #include "json.h"
+#include "list.h"
 #include "log.h"
 
 #define BUCKETS 1024
@@ -348,10 +349,7 @@ static void registry_add(cvm_functions *fns, cvm_function *fn) {
         unsigned b = bucket_of(fn->name);
         fn->next_in_bucket = fns->buckets[b];
         fns->buckets[b] = fn;
-        fn->next = fns->head;
-        if (fns->head)
-                fns->head->prev = fn;
-        fns->head = fn;
+        CVM_LIST_PREPEND(fns->head, fn);
         fns->count++;
 }
 
@@ -362,24 +360,14 @@ static void registry_remove(cvm_functions *fns, cvm_function *fn) {
                         *pp = fn->next_in_bucket;
                         break;
                 }
-        if (fn->prev)
-                fn->prev->next = fn->next;
-        else
-                fns->head = fn->next;
-        if (fn->next)
-                fn->next->prev = fn->prev;
+        CVM_LIST_REMOVE(fns->head, fn);
         fns->count--;
 }
 
 static void gen_free(fn_gen *g) {
         if (!g)
                 return;
-        if (g->prev)
-                g->prev->next = g->next;
-        else if (g->fns->gens == g)
-                g->fns->gens = g->next;
-        if (g->next)
-                g->next->prev = g->prev;
+        CVM_LIST_REMOVE(g->fns->gens, g);
         cvm_fn_spec_done(&g->spec);
         cvm_image_unref(g->image);
         free(g);
@@ -410,10 +398,7 @@ static int gen_new(cvm_functions *fns, const char *name, cvm_fn_spec *spec, cvm_
                 return cvm_error_set(err, -ENOMEM, "out of memory");
         }
         g->fns = fns;
-        g->next = fns->gens;
-        if (fns->gens)
-                fns->gens->prev = g;
-        fns->gens = g;
+        CVM_LIST_PREPEND(fns->gens, g);
         snprintf(g->name, sizeof(g->name), "%s", name);
         g->spec = *spec;
         *spec = (cvm_fn_spec){0};
@@ -433,12 +418,7 @@ static int gen_new(cvm_functions *fns, const char *name, cvm_fn_spec *spec, cvm_
 
 static void put_unlink(cvm_fn_put *p) {
         cvm_functions *fns = p->fns;
-        if (p->prev)
-                p->prev->next = p->next;
-        else
-                fns->puts = p->next;
-        if (p->next)
-                p->next->prev = p->prev;
+        CVM_LIST_REMOVE(fns->puts, p);
 }
 
 static void put_free(cvm_fn_put *p) {
@@ -579,10 +559,7 @@ static int put_start(cvm_functions *fns, const char *name, const char *tenant, j
         p->spec_json = json_incref(spec_json);
         p->cb = cb;
         p->userdata = userdata;
-        p->next = fns->puts;
-        if (fns->puts)
-                fns->puts->prev = p;
-        fns->puts = p;
+        CVM_LIST_PREPEND(fns->puts, p);
         if (measure) {
                 int r = cvm_image_cache_get(fns->d.images, &p->spec.image, on_put_image, p,
                                             &p->image_req, err);
@@ -738,14 +715,7 @@ int cvm_functions_restore(cvm_functions *fns, cvm_error *err) {
 /* Async results. */
 
 static void async_unlink(cvm_functions *fns, async_entry *e) {
-        if (e->prev)
-                e->prev->next = e->next;
-        else
-                fns->async_head = e->next;
-        if (e->next)
-                e->next->prev = e->prev;
-        else
-                fns->async_tail = e->prev;
+        CVM_QUEUE_REMOVE(fns->async_head, fns->async_tail, e);
         fns->async_count--;
         json_decref(e->result);
         free(e->tenant);
@@ -792,12 +762,7 @@ static async_entry *async_add(cvm_functions *fns, const char *id, const char *fu
                 return NULL;
         }
         e->started_ms = cvm_wall_ms();
-        e->prev = fns->async_tail;
-        if (fns->async_tail)
-                fns->async_tail->next = e;
-        else
-                fns->async_head = e;
-        fns->async_tail = e;
+        CVM_QUEUE_APPEND(fns->async_head, fns->async_tail, e);
         fns->async_count++;
         if (!cvm_timer_active(fns->async_sweep))
                 cvm_timer_start(fns->async_sweep, ASYNC_SWEEP_MS * CVM_NSEC_PER_MSEC);

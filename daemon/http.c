@@ -10,6 +10,7 @@
 
 #include "cleanup.h"
 #include "json.h"
+#include "list.h"
 #include "log.h"
 
 #define MAX_PARAMS 4
@@ -318,12 +319,7 @@ void cvm_http_req_set_cancel(cvm_http_req *req, cvm_http_cancel_cb cb, void *use
 
 static void req_free(cvm_http_req *req) {
         cvm_http_server *srv = req->srv;
-        if (req->prev)
-                req->prev->next = req->next;
-        else
-                srv->reqs = req->next;
-        if (req->next)
-                req->next->prev = req->prev;
+        CVM_LIST_REMOVE(srv->reqs, req);
         srv->n_reqs--;
         if (req->handled && !req->response)
                 srv->pending--;
@@ -493,10 +489,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
                 req->started_ns = uv_hrtime();
                 req->method = strdup(method);
                 req->path = strdup(url);
-                req->next = srv->reqs;
-                if (srv->reqs)
-                        srv->reqs->prev = req;
-                srv->reqs = req;
+                CVM_LIST_PREPEND(srv->reqs, req);
                 srv->n_reqs++;
                 *con_cls = req;
                 if (!req->method || !req->path)

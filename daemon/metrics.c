@@ -13,6 +13,7 @@
 
 #include "cleanup.h"
 #include "function.h"
+#include "list.h"
 #include "log.h"
 
 /* Histograms. Bounds are kept as the label text and in ns, so that bucketing
@@ -707,12 +708,7 @@ struct cvm_stats_job {
 
 static void job_unlink(stats_job *job) {
         cvm_metrics *m = job->m;
-        if (job->prev)
-                job->prev->next = job->next;
-        else
-                m->jobs = job->next;
-        if (job->next)
-                job->next->prev = job->prev;
+        CVM_LIST_REMOVE(m->jobs, job);
         m->n_jobs--;
         job->m = NULL;
 }
@@ -763,10 +759,7 @@ int cvm_metrics_stats(cvm_metrics *m, const cvm_stats_query *q, cvm_stats_cb cb,
                 free(job);
                 return cvm_error_set(err, r, "uv_queue_work: %s", uv_strerror(r));
         }
-        job->next = m->jobs;
-        if (m->jobs)
-                m->jobs->prev = job;
-        m->jobs = job;
+        CVM_LIST_PREPEND(m->jobs, job);
         m->n_jobs++;
         if (ret)
                 *ret = job;

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "cleanup.h"
+#include "list.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -65,12 +66,7 @@ int cvm_vms_new(cvm_host *host, cvm_store *store, cvm_sched *sched, cvm_clock *c
 
 static void vm_unlink_free(cvm_vm *vm) {
         cvm_vms *vms = vm->vms;
-        if (vm->prev)
-                vm->prev->next = vm->next;
-        else
-                vms->head = vm->next;
-        if (vm->next)
-                vm->next->prev = vm->prev;
+        CVM_LIST_REMOVE(vms->head, vm);
         vms->count--;
         cvm_image_unref(vm->image);
         cvm_handler_spec_done(&vm->handler);
@@ -275,10 +271,7 @@ int cvm_vms_launch(cvm_vms *vms, cvm_image *image, const cvm_handler_spec *handl
         vm->created_ms = cvm_wall_ms();
         vm->launch_cb = cb;
         vm->launch_data = userdata;
-        vm->next = vms->head;
-        if (vms->head)
-                vms->head->prev = vm;
-        vms->head = vm;
+        CVM_LIST_PREPEND(vms->head, vm);
         vms->count++;
         /* A step that cannot start is the caller's error: cb never runs inside this call. */
         r = vms->host->ops->prepare(vms->host, vm, on_prepared, err);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cleanup.h"
+#include "list.h"
 #include "log.h"
 
 #define BACKOFF_MIN_NS (500 * CVM_NSEC_PER_MSEC)
@@ -96,12 +97,7 @@ static void vm_free(cvm_pool_vm *vm) {
 
 static void fn_free(cvm_pool_fn *fn) {
         cvm_pool *p = fn->pool;
-        if (fn->prev)
-                fn->prev->next = fn->next;
-        else
-                p->fns = fn->next;
-        if (fn->next)
-                fn->next->prev = fn->prev;
+        CVM_LIST_REMOVE(p->fns, fn);
         p->n_fns--;
         while (fn->vms) {
                 cvm_pool_vm *vm = fn->vms;
@@ -161,10 +157,7 @@ int cvm_pool_fn_new(cvm_pool *pool, const char *name, const cvm_pool_settings *s
                 r = cvm_timer_new(pool->clock, on_prewarm_timer, fn, &fn->prewarm_timer, err);
         if (r >= 0)
                 r = cvm_timer_new(pool->clock, on_retry_timer, fn, &fn->retry_timer, err);
-        fn->next = pool->fns;
-        if (pool->fns)
-                pool->fns->prev = fn;
-        pool->fns = fn;
+        CVM_LIST_PREPEND(pool->fns, fn);
         pool->n_fns++;
         if (r < 0) {
                 fn_free(fn);
@@ -287,10 +280,7 @@ static bool try_launch(cvm_pool_fn *fn, bool demand) {
         vm->fn = fn;
         vm->state = PVM_LAUNCHING;
         vm->demand = demand;
-        vm->next = fn->vms;
-        if (fn->vms)
-                fn->vms->prev = vm;
-        fn->vms = vm;
+        CVM_LIST_PREPEND(fn->vms, vm);
         fn->n_launching++;
         p->memory_mib += fn->s.memory_mib;
         p->vms++;
@@ -299,12 +289,7 @@ static bool try_launch(cvm_pool_fn *fn, bool demand) {
                 fn->n_launching--;
                 p->memory_mib -= fn->s.memory_mib;
                 p->vms--;
-                if (vm->prev)
-                        vm->prev->next = vm->next;
-                else
-                        fn->vms = vm->next;
-                if (vm->next)
-                        vm->next->prev = vm->prev;
+                CVM_LIST_REMOVE(fn->vms, vm);
                 vm_free(vm);
                 fn->st.launch_failures++;
                 schedule_retry(fn);
@@ -381,11 +366,7 @@ static cvm_pool_waiter *pop_waiter(cvm_pool_fn *fn) {
         cvm_pool_waiter *w = fn->wait_head;
         if (!w)
                 return NULL;
-        fn->wait_head = w->next;
-        if (fn->wait_head)
-                fn->wait_head->prev = NULL;
-        else
-                fn->wait_tail = NULL;
+        CVM_QUEUE_REMOVE(fn->wait_head, fn->wait_tail, w);
         fn->n_waiting--;
         fn->pool->waiting--;
         return w;
@@ -498,12 +479,7 @@ int cvm_pool_acquire(cvm_pool_fn *fn, cvm_pool_grant_cb cb, void *userdata, cvm_
         if (!w)
                 return cvm_error_set(err, -ENOMEM, "out of memory");
         *w = (cvm_pool_waiter){.fn = fn, .cb = cb, .userdata = userdata, .arrived_ns = now(fn)};
-        w->prev = fn->wait_tail;
-        if (fn->wait_tail)
-                fn->wait_tail->next = w;
-        else
-                fn->wait_head = w;
-        fn->wait_tail = w;
+        CVM_QUEUE_APPEND(fn->wait_head, fn->wait_tail, w);
         fn->n_waiting++;
         fn->pool->waiting++;
         *ret_waiter = w;
@@ -515,14 +491,7 @@ void cvm_pool_cancel(cvm_pool_waiter *w) {
         if (!w)
                 return;
         cvm_pool_fn *fn = w->fn;
-        if (w->prev)
-                w->prev->next = w->next;
-        else
-                fn->wait_head = w->next;
-        if (w->next)
-                w->next->prev = w->prev;
-        else
-                fn->wait_tail = w->prev;
+        CVM_QUEUE_REMOVE(fn->wait_head, fn->wait_tail, w);
         fn->n_waiting--;
         fn->pool->waiting--;
         free(w);
@@ -540,12 +509,7 @@ static void maybe_finish_delete(cvm_pool_fn *fn) {
 
 static void unlink_vm(cvm_pool_vm *vm) {
         cvm_pool_fn *fn = vm->fn;
-        if (vm->prev)
-                vm->prev->next = vm->next;
-        else
-                fn->vms = vm->next;
-        if (vm->next)
-                vm->next->prev = vm->prev;
+        CVM_LIST_REMOVE(fn->vms, vm);
         vm_free(vm);
 }
 

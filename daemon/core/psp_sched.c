@@ -6,6 +6,7 @@
 
 #include "cleanup.h"
 #include "json.h"
+#include "list.h"
 #include "log.h"
 
 /* The correction factor moves a quarter of the way to each new sample: recent
@@ -183,25 +184,12 @@ void cvm_sched_free(cvm_sched *s) {
 }
 
 static void list_append(job_list *l, cvm_sched_job *j) {
-        j->prev = l->tail;
-        j->next = NULL;
-        if (l->tail)
-                l->tail->next = j;
-        else
-                l->head = j;
-        l->tail = j;
+        CVM_QUEUE_APPEND(l->head, l->tail, j);
         l->n++;
 }
 
 static void list_remove(job_list *l, cvm_sched_job *j) {
-        if (j->prev)
-                j->prev->next = j->next;
-        else
-                l->head = j->next;
-        if (j->next)
-                j->next->prev = j->prev;
-        else
-                l->tail = j->prev;
+        CVM_QUEUE_REMOVE(l->head, l->tail, j);
         j->prev = j->next = NULL;
         l->n--;
 }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "json.h"
+#include "list.h"
 #include "log.h"
 
 typedef enum asid_state {
@@ -245,11 +246,7 @@ static void start_next(cvm_psp_sim *psp, uint64_t free_ns) {
         psp_cmd *c = psp->head;
         if (!c)
                 return;
-        psp->head = c->next;
-        if (psp->head)
-                psp->head->prev = NULL;
-        else
-                psp->tail = NULL;
+        CVM_QUEUE_REMOVE(psp->head, psp->tail, c);
         psp->queued--;
         c->next = NULL;
         c->start_ns = c->submit_ns > free_ns ? c->submit_ns : free_ns;
@@ -354,12 +351,7 @@ static int enqueue(cvm_psp_sim *psp, const cvm_psp_cmd *cmd, bool bypass_limit, 
         uint64_t t = psp->delivering ? psp->delivery_ns : cvm_clock_now(psp->clock);
         c->submit_ns = psp->last_submit_ns = t > psp->last_submit_ns ? t : psp->last_submit_ns;
 
-        c->prev = psp->tail;
-        if (psp->tail)
-                psp->tail->next = c;
-        else
-                psp->head = c;
-        psp->tail = c;
+        CVM_QUEUE_APPEND(psp->head, psp->tail, c);
         psp->queued++;
         if (ret_id)
                 *ret_id = c->id;
@@ -382,14 +374,7 @@ int cvm_psp_sim_cancel(cvm_psp_sim *psp, uint64_t id, cvm_error *err) {
         for (psp_cmd *c = psp->head; c; c = c->next) {
                 if (c->id != id)
                         continue;
-                if (c->prev)
-                        c->prev->next = c->next;
-                else
-                        psp->head = c->next;
-                if (c->next)
-                        c->next->prev = c->prev;
-                else
-                        psp->tail = c->prev;
+                CVM_QUEUE_REMOVE(psp->head, psp->tail, c);
                 psp->queued--;
                 psp->cancelled++;
                 free(c);
@@ -414,12 +399,7 @@ int cvm_psp_sim_attest(cvm_psp_sim *psp, uint32_t asid, const char *owner, cvm_p
 
 static void launch_unlink_free(cvm_psp_launch *l) {
         cvm_psp_sim *psp = l->psp;
-        if (l->prev)
-                l->prev->next = l->next;
-        else
-                psp->launches = l->next;
-        if (l->next)
-                l->next->prev = l->prev;
+        CVM_LIST_REMOVE(psp->launches, l);
         psp->nlaunches--;
         free(l->regions);
         free(l);
@@ -574,10 +554,7 @@ int cvm_psp_sim_launch(cvm_psp_sim *psp, const cvm_psp_launch_plan *plan, const 
                 free(l);
                 return r;
         }
-        l->next = psp->launches;
-        if (psp->launches)
-                psp->launches->prev = l;
-        psp->launches = l;
+        CVM_LIST_PREPEND(psp->launches, l);
         psp->nlaunches++;
         if (ret)
                 *ret = l;

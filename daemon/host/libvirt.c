@@ -26,6 +26,7 @@
 #include "file.h"
 #include "json.h"
 #include "libvirt_xml.h"
+#include "list.h"
 #include "log.h"
 #include "vm.h"
 
@@ -568,12 +569,7 @@ static void start_step(lv_vm *lv, cvm_host_step_cb cb) {
 
 static void vm_unlink_free(lv_vm *lv) {
         lv_host *lh = lv->lh;
-        if (lv->prev)
-                lv->prev->next = lv->next;
-        else
-                lh->vms = lv->next;
-        if (lv->next)
-                lv->next->prev = lv->prev;
+        CVM_LIST_REMOVE(lh->vms, lv);
         cvm_timer_free(lv->timer);
         job_free(lv->destroy);
         free(lv->socket_path);
@@ -583,22 +579,12 @@ static void vm_unlink_free(lv_vm *lv) {
 
 static void invoke_unlink(lv_invoke *li) {
         lv_vm *lv = li->lv;
-        if (li->prev)
-                li->prev->next = li->next;
-        else
-                lv->invokes = li->next;
-        if (li->next)
-                li->next->prev = li->prev;
+        CVM_LIST_REMOVE(lv->invokes, li);
 }
 
 static void attest_unlink(lv_attest *a) {
         lv_vm *lv = a->lv;
-        if (a->prev)
-                a->prev->next = a->next;
-        else
-                lv->attests = a->next;
-        if (a->next)
-                a->next->prev = a->prev;
+        CVM_LIST_REMOVE(lv->attests, a);
 }
 
 /* Every accepted invocation and attestation gets its one answer. */
@@ -815,10 +801,7 @@ static int lv_prepare(cvm_host *host, cvm_vm *vm, cvm_host_step_cb cb, cvm_error
         /* A stale socket from a crashed run would make QEMU's bind fail. */
         unlink(lv->socket_path);
         vm->host_data = lv;
-        lv->next = lh->vms;
-        if (lh->vms)
-                lh->vms->prev = lv;
-        lh->vms = lv;
+        CVM_LIST_PREPEND(lh->vms, lv);
         start_step(lv, cb);
         job->vm = lv;
         lv->job = job;
@@ -940,10 +923,7 @@ static int lv_invoke_fn(cvm_host *host, cvm_vm *vm, uint64_t id, uint32_t timeou
                 free(li);
                 return r;
         }
-        li->next = lv->invokes;
-        if (lv->invokes)
-                lv->invokes->prev = li;
-        lv->invokes = li;
+        CVM_LIST_PREPEND(lv->invokes, li);
         return 0;
 }
 
@@ -1000,10 +980,7 @@ static int lv_attest_fn(cvm_host *host, cvm_vm *vm, const uint8_t nonce[64], cvm
                 free(a);
                 return r;
         }
-        a->next = lv->attests;
-        if (lv->attests)
-                lv->attests->prev = a;
-        lv->attests = a;
+        CVM_LIST_PREPEND(lv->attests, a);
         return 0;
 }
 

@@ -18,6 +18,7 @@
 #include "agent_client.h"
 #include "cleanup.h"
 #include "json.h"
+#include "list.h"
 #include "log.h"
 #include "path.h"
 #include "amd_certs.h"
@@ -317,10 +318,7 @@ static int sim_prepare(cvm_host *host, cvm_vm *vm, cvm_host_step_cb cb, cvm_erro
                 return r;
         }
         vm->host_data = sv;
-        sv->next = sh->vms;
-        if (sh->vms)
-                sh->vms->prev = sv;
-        sh->vms = sv;
+        CVM_LIST_PREPEND(sh->vms, sv);
         start_step(sv, cb);
         cvm_timer_start(sv->timer, (uint64_t)sh->cfg.prepare_ms * CVM_NSEC_PER_MSEC);
         return 0;
@@ -446,12 +444,7 @@ typedef struct sim_invoke {
 
 static void invoke_unlink(sim_invoke *si) {
         sim_vm *sv = si->sv;
-        if (si->prev)
-                si->prev->next = si->next;
-        else
-                sv->invokes = si->next;
-        if (si->next)
-                si->next->prev = si->prev;
+        CVM_LIST_REMOVE(sv->invokes, si);
 }
 
 static void on_result(cvm_agent_client *c, uint64_t id, const cvm_agent_result *result,
@@ -481,10 +474,7 @@ static int sim_invoke_fn(cvm_host *host, cvm_vm *vm, uint64_t id, uint32_t timeo
                 free(si);
                 return r;
         }
-        si->next = sv->invokes;
-        if (sv->invokes)
-                sv->invokes->prev = si;
-        sv->invokes = si;
+        CVM_LIST_PREPEND(sv->invokes, si);
         return 0;
 }
 
@@ -512,12 +502,7 @@ typedef struct sim_attest {
 } sim_attest;
 
 static void attest_unlink(sim_attest *a, sim_attest **head) {
-        if (a->prev)
-                a->prev->next = a->next;
-        else
-                *head = a->next;
-        if (a->next)
-                a->next->prev = a->prev;
+        CVM_LIST_REMOVE(*head, a);
         a->prev = a->next = NULL;
 }
 
@@ -691,10 +676,7 @@ static void chain_done(uv_work_t *req, int status) {
                         else if (!sh->chain)
                                 attest_fail(a, &sh->chain_error);
                         else {
-                                a->next = a->sv->attests;
-                                if (a->sv->attests)
-                                        a->sv->attests->prev = a;
-                                a->sv->attests = a;
+                                CVM_LIST_PREPEND(a->sv->attests, a);
                                 attest_schedule(a);
                         }
                 }
@@ -717,10 +699,7 @@ static void attest_need_chain(sim_attest *a) {
         /* Park it with the chain's waiters until the chain is open. */
         attest_unlink(a, &a->sv->attests);
         a->stage = ATTEST_CHAIN;
-        a->next = sh->chain_waiters;
-        if (sh->chain_waiters)
-                sh->chain_waiters->prev = a;
-        sh->chain_waiters = a;
+        CVM_LIST_PREPEND(sh->chain_waiters, a);
         if (sh->chain_opening)
                 return;
         chain_work *w = calloc(1, sizeof(*w));
@@ -779,10 +758,7 @@ static int sim_attest_fn(cvm_host *host, cvm_vm *vm, const uint8_t nonce[64], cv
                 free(a);
                 return r;
         }
-        a->next = sv->attests;
-        if (sv->attests)
-                sv->attests->prev = a;
-        sv->attests = a;
+        CVM_LIST_PREPEND(sv->attests, a);
         return 0;
 }
 
@@ -820,12 +796,7 @@ static void attests_cancel(sim_vm *sv) {
 
 static void sim_vm_free(sim_vm *sv) {
         sim_host *sh = sv->sh;
-        if (sv->prev)
-                sv->prev->next = sv->next;
-        else
-                sh->vms = sv->next;
-        if (sv->next)
-                sv->next->prev = sv->prev;
+        CVM_LIST_REMOVE(sh->vms, sv);
         cvm_timer_free(sv->timer);
         free(sv->workdir);
         free(sv);
@@ -895,12 +866,7 @@ typedef struct sim_release {
 
 static void release_free(sim_release *rel) {
         sim_host *sh = rel->sh;
-        if (rel->prev)
-                rel->prev->next = rel->next;
-        else
-                sh->releases = rel->next;
-        if (rel->next)
-                rel->next->prev = rel->prev;
+        CVM_LIST_REMOVE(sh->releases, rel);
         free(rel);
 }
 
@@ -935,10 +901,7 @@ static void release_asid(sim_host *sh, uint32_t asid, const char *owner) {
         rel->sh = sh;
         rel->asid = asid;
         snprintf(rel->owner, sizeof(rel->owner), "%s", owner);
-        rel->next = sh->releases;
-        if (sh->releases)
-                sh->releases->prev = rel;
-        sh->releases = rel;
+        CVM_LIST_PREPEND(sh->releases, rel);
         if (!sh->base.sched) {
                 on_release_turn(NULL, rel);
                 return;
