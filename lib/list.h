@@ -37,12 +37,7 @@
 
 #define CVM_QUEUE_REMOVE(head, tail, item)                                                         \
         do {                                                                                       \
-                if ((item)->prev)                                                                  \
-                        (item)->prev->next = (item)->next;                                         \
-                else                                                                               \
-                        (head) = (item)->next;                                                     \
-                if ((item)->next)                                                                  \
-                        (item)->next->prev = (item)->prev;                                         \
-                else                                                                               \
+                if (!(item)->next)                                                                 \
                         (tail) = (item)->prev;                                                     \
+                CVM_LIST_REMOVE(head, item);                                                       \
         } while (0)

@@ -15,6 +15,8 @@
 #include "error.h"
 #include "file.h"
 #include "json.h"
+#include "le.h"
+#include "list.h"
 #include "log.h"
 #include "unit_tmp.h"
 
@@ -164,6 +166,70 @@ static void test_file_write_atomic(void **state) {
         rmdir(dir);
 }
 
+typedef struct node {
+        int v;
+        struct node *prev, *next;
+} node;
+
+/* The values from head to tail, checking every back link on the way. */
+static void expect_order(node *head, node *tail, const char *want) {
+        char got[16] = "";
+        size_t n = 0;
+        for (node *x = head, *before = NULL; x; before = x, x = x->next) {
+                assert_ptr_equal(x->prev, before);
+                got[n++] = (char)('0' + x->v);
+                if (!x->next && tail)
+                        assert_ptr_equal(x, tail);
+        }
+        assert_string_equal(got, want);
+}
+
+static void test_lists(void **state) {
+        (void)state;
+        node a = {.v = 1}, b = {.v = 2}, c = {.v = 3};
+        node *head = NULL, *tail = NULL;
+        CVM_LIST_PREPEND(head, &a);
+        CVM_LIST_PREPEND(head, &b);
+        CVM_LIST_PREPEND(head, &c);
+        expect_order(head, NULL, "321");
+        CVM_LIST_REMOVE(head, &b); /* Middle. */
+        expect_order(head, NULL, "31");
+        CVM_LIST_REMOVE(head, &c); /* Head. */
+        CVM_LIST_REMOVE(head, &a); /* Last. */
+        assert_null(head);
+
+        CVM_QUEUE_APPEND(head, tail, &a);
+        CVM_QUEUE_APPEND(head, tail, &b);
+        CVM_QUEUE_APPEND(head, tail, &c);
+        expect_order(head, tail, "123");
+        CVM_QUEUE_REMOVE(head, tail, &c); /* Tail. */
+        expect_order(head, tail, "12");
+        assert_ptr_equal(tail, &b);
+        node *first = head;
+        CVM_QUEUE_REMOVE(head, tail, first); /* Head. */
+        expect_order(head, tail, "2");
+        CVM_QUEUE_REMOVE(head, tail, &b);
+        assert_null(head);
+        assert_null(tail);
+}
+
+static void test_little_endian(void **state) {
+        (void)state;
+        uint8_t b[8];
+        cvm_put_le16(b, 0x1234);
+        assert_int_equal(b[0], 0x34);
+        assert_int_equal(b[1], 0x12);
+        assert_int_equal(cvm_le16(b), 0x1234);
+        cvm_put_le32(b + 1, 0x89abcdefu); /* Unaligned. */
+        assert_int_equal(b[1], 0xef);
+        assert_int_equal(b[4], 0x89);
+        assert_int_equal(cvm_le32(b + 1), 0x89abcdefu);
+        cvm_put_le64(b, UINT64_C(0x0102030405060708));
+        assert_int_equal(b[0], 0x08);
+        assert_int_equal(b[7], 0x01);
+        assert_true(cvm_le64(b) == UINT64_C(0x0102030405060708));
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_error_model),
@@ -171,6 +237,8 @@ int main(void) {
                 cmocka_unit_test(test_quote),
                 cmocka_unit_test(test_file_read),
                 cmocka_unit_test(test_file_write_atomic),
+                cmocka_unit_test(test_lists),
+                cmocka_unit_test(test_little_endian),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
