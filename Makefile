@@ -30,7 +30,7 @@ CLANG_FORMAT ?= clang-format
 # Debian packages the build and the tests need; `make deps` installs those missing.
 DEB_PACKAGES := gcc make pkg-config libuv1-dev libmicrohttpd-dev libsqlite3-dev libjansson-dev \
 	libsystemd-dev libssl-dev libcurl4-openssl-dev libcmocka-dev sqlite3 curl systemd util-linux \
-	python3 ovmf gdb \
+	python3 ovmf gdb clang libclang-rt-14-dev \
 	libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 busybox-static cpio
 
 PKGS_DAEMON := libuv libmicrohttpd sqlite3 jansson libsystemd libcrypto libvirt
@@ -87,7 +87,7 @@ BENCH_BINS := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 include firmware/verifier/verifier.mk
 
 .PHONY: all deps run check asan test unit integration install uninstall format format-check \
-	bench fuzz clean build-all
+	bench fuzz fuzz-build clean build-all
 .DEFAULT_GOAL := all
 
 all: $(PROGRAMS) $(VERIFIER)
@@ -154,7 +154,8 @@ run: deps
 check: deps
 	@$(MAKE) --no-print-directory -j$(JOBS) build-all
 	@$(MAKE) --no-print-directory -j$(JOBS) BUILD=$(BUILD)/asan SANITIZE=1 build-all
-	@tests/run.sh $(BUILD) $(BUILD)/asan
+	@$(MAKE) --no-print-directory fuzz-build
+	@CVM_FUZZ=$(FUZZ_BUILD) tests/run.sh $(BUILD) $(BUILD)/asan
 
 # The test suite under ASan and UBSan only.
 asan: deps
@@ -169,11 +170,12 @@ bench: deps
 	@$(MAKE) --no-print-directory -j$(JOBS) build-all
 	@tests/bench/run.sh $(BUILD)
 
-# libFuzzer targets (clang); not part of check. Corpora under tests/fuzz/corpus/.
+# libFuzzer targets (clang). Corpora under tests/fuzz/corpus/. `make check`
+# builds them and runs each briefly on its corpus; `make fuzz` runs each for
+# FUZZ_SECONDS.
 FUZZ_BUILD := $(BUILD)/fuzz
 FUZZ_FLAGS := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -g -O1
-fuzz: SHELL := /bin/bash
-fuzz:
+fuzz-build:
 	@$(MAKE) --no-print-directory -j$(JOBS) BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) \
 		SAN_FLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all" \
 		$(FUZZ_BUILD)/libcvmd.a $(FUZZ_BUILD)/libcvm.a $(FUZZ_BUILD)/libcvmagent.a $(FUZZ_BUILD)/libcvmctl.a
@@ -182,6 +184,12 @@ fuzz:
 		$(FUZZ_CC) -std=c17 $(CPPFLAGS_ALL) $(call pkg_cflags,$(PKGS_TEST)) $(FUZZ_FLAGS) \
 			-o $(FUZZ_BUILD)/$$name $$src $(addprefix $(FUZZ_BUILD)/,libcvmd.a libcvmctl.a libcvmagent.a libcvm.a) \
 			$(call pkg_libs,$(PKGS_TEST)) -lpthread -lm; \
+	done
+
+fuzz: SHELL := /bin/bash
+fuzz: fuzz-build
+	@set -e; for src in $(FUZZ_SRCS); do \
+		name=$$(basename $$src .c); \
 		mkdir -p $(FUZZ_BUILD)/corpus/$$name; \
 		seeds=""; [ -d tests/fuzz/corpus/$$name ] && seeds=tests/fuzz/corpus/$$name; \
 		echo "fuzz: $$name for $(FUZZ_SECONDS)s"; \

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the given build trees: the cmocka unit binaries and the
-# integration scripts (which start the real daemon). Prints one line per
-# suite and ends with "N passed, N failed"; exits 1 if anything failed.
+# integration scripts (which start the real daemon), then, with CVM_FUZZ set,
+# the fuzz targets briefly. Prints one line per suite and ends with
+# "N passed, N failed"; exits 1 if anything failed.
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root" || exit 2
@@ -50,6 +51,34 @@ for build in "$@"; do
                 record "$build: $(basename "$s")" "$p" "$f" "$log"
         done
 done
+
+# The fuzz targets (CVM_FUZZ: their build directory): each replays its seed
+# corpus and fuzzes briefly, so a parser regression or a target that no
+# longer builds shows here; `make fuzz` runs them for longer.
+if [ -n "${CVM_FUZZ:-}" ]; then
+        for t in tests/fuzz/fuzz_*.c; do
+                name=$(basename "$t" .c)
+                log="$logdir/$name.log"
+                corpus="$logdir/corpus-$name"
+                mkdir -p "$corpus"
+                seeds=
+                [ -d "tests/fuzz/corpus/$name" ] && seeds="tests/fuzz/corpus/$name"
+                if [ -x "$CVM_FUZZ/$name" ]; then
+                        # shellcheck disable=SC2086 # seeds is one path or nothing.
+                        timeout 120 "$CVM_FUZZ/$name" -max_total_time="${CVM_FUZZ_SECONDS:-10}" \
+                                -rss_limit_mb=2048 "$corpus" $seeds >"$log" 2>&1
+                        rc=$?
+                else
+                        echo "$CVM_FUZZ/$name is missing: make fuzz-build" >"$log"
+                        rc=1
+                fi
+                if [ "$rc" -eq 0 ]; then
+                        record "fuzz: $name" 1 0 "$log"
+                else
+                        record "fuzz: $name" 0 1 "$log"
+                fi
+        done
+fi
 
 if [ ${#failures[@]} -gt 0 ]; then
         echo "failed suites:"
