@@ -8,21 +8,18 @@
 
 #include "le.h"
 #include "snp_measure.h"
+#include "verifier/bootproto.h"
 
 #define PAGE_INFO_SIZE 0x70
 
-/* QEMU's SevHashTable (target/i386/sev.c) and the GUIDs OVMF looks up. */
-static const uint8_t guid_ht_header[16] =
-        CVM_SNP_GUID(0x9438d606, 0x4f22, 0x4cc9, 0xb4, 0x79, 0xa7, 0x93, 0xd4, 0x11, 0xfd, 0x21);
-static const uint8_t guid_ht_cmdline[16] =
-        CVM_SNP_GUID(0x97d02dd8, 0xbd20, 0x4c94, 0xaa, 0x78, 0xe7, 0x71, 0x4d, 0x36, 0xab, 0x2a);
-static const uint8_t guid_ht_initrd[16] =
-        CVM_SNP_GUID(0x44baf731, 0x3a2f, 0x4bd7, 0x9a, 0xf1, 0x41, 0xe2, 0x91, 0x69, 0x78, 0x1d);
-static const uint8_t guid_ht_kernel[16] =
-        CVM_SNP_GUID(0x4de79437, 0xabd2, 0x427f, 0xb8, 0x35, 0xd5, 0xb1, 0x72, 0xd2, 0x04, 0x5b);
+/* QEMU's SevHashTable (target/i386/sev.c): its layout and GUIDs are the
+ * verifier's (bootproto.h), which reads what this builds. */
+static const uint8_t guid_ht_header[HT_GUID_SIZE] = HT_GUID_HEADER;
+static const uint8_t guid_ht_cmdline[HT_GUID_SIZE] = HT_GUID_CMDLINE;
+static const uint8_t guid_ht_initrd[HT_GUID_SIZE] = HT_GUID_INITRD;
+static const uint8_t guid_ht_kernel[HT_GUID_SIZE] = HT_GUID_KERNEL;
 
-#define HT_ENTRY_SIZE (16 + 2 + 32)
-#define HT_SIZE (16 + 2 + 3 * HT_ENTRY_SIZE)
+#define HT_SIZE HT_MIN_SIZE
 /* PaddedSevHashTable: the table rounded up to 16 bytes with zeros. */
 #define HT_PADDED_SIZE ((HT_SIZE + 15) / 16 * 16)
 
@@ -110,11 +107,11 @@ static int launch_pages(launch *l, uint64_t gpa, uint64_t npages, cvm_snp_page_t
         return 0;
 }
 
-static int put_ht_entry(uint8_t *entry, const uint8_t guid[16], const void *data, size_t len,
-                        cvm_error *err) {
-        memcpy(entry, guid, 16);
-        cvm_put_le16(entry + 16, HT_ENTRY_SIZE);
-        return evp_hash(EVP_sha256(), data, len, entry + 18, err);
+static int put_ht_entry(uint8_t *entry, const uint8_t guid[HT_GUID_SIZE], const void *data,
+                        size_t len, cvm_error *err) {
+        memcpy(entry, guid, HT_GUID_SIZE);
+        cvm_put_le16(entry + HT_GUID_SIZE, HT_ENTRY_SIZE);
+        return evp_hash(EVP_sha256(), data, len, entry + HT_GUID_SIZE + 2, err);
 }
 
 /* QEMU's hash table: SHA-256 of the command line (with its NUL), the
@@ -132,9 +129,9 @@ int cvm_snp_hash_table_build(const uint8_t *kernel, size_t kernel_len, const uin
                 initrd_len = 0;
         }
         memset(table, 0, HT_PADDED_SIZE);
-        memcpy(table, guid_ht_header, 16);
-        cvm_put_le16(table + 16, HT_SIZE);
-        uint8_t *entries = table + 18;
+        memcpy(table, guid_ht_header, HT_GUID_SIZE);
+        cvm_put_le16(table + HT_GUID_SIZE, HT_SIZE);
+        uint8_t *entries = table + HT_GUID_SIZE + 2;
         int r = put_ht_entry(entries, guid_ht_cmdline, cmdline, strlen(cmdline) + 1, err);
         if (r == 0)
                 r = put_ht_entry(entries + HT_ENTRY_SIZE, guid_ht_initrd, initrd, initrd_len, err);
