@@ -78,6 +78,7 @@ typedef struct samples {
 typedef struct hconn {
         int fd;
         const char *req;
+        bool invoke; /* Its answers carry the daemon's view of the phases (Server-Timing). */
         size_t req_len;
         bool busy;
         uint64_t started_ns, started_cpu;
@@ -159,12 +160,12 @@ static uint64_t self_cpu_ns(void) {
         return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static void hconn_open(hconn *c, const char *req) {
+static void hconn_open(hconn *c, const char *req, bool invoke) {
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
         if (strlen(bench_sock) >= sizeof(sa.sun_path))
                 die("socket path too long: %s", bench_sock);
         strcpy(sa.sun_path, bench_sock);
-        *c = (hconn){.req = req, .req_len = strlen(req)};
+        *c = (hconn){.req = req, .req_len = strlen(req), .invoke = invoke};
         if ((c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
             connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
                 die("connect %s: %s", bench_sock, strerror(errno));
@@ -267,8 +268,6 @@ static bool hconn_read(hconn *c) {
  * requests are done or `duration_ns` has passed; records into s if set. */
 static void drive(hconn *cs, int nc, size_t count, uint64_t duration_ns, uint64_t think_us,
                   samples *s) {
-        /* Invocations carry the daemon's view of the phases; GET /v1/health does not. */
-        bool timed = cs[0].req[0] == 'P';
         uint64_t start = now_ns();
         uint64_t stop = duration_ns ? start + duration_ns : UINT64_MAX;
         uint64_t hard = start + (duration_ns ? duration_ns : 0) +
@@ -295,13 +294,13 @@ static void drive(hconn *cs, int nc, size_t count, uint64_t duration_ns, uint64_
                         in_flight--;
                         if (c->status != 200)
                                 die("the request answered %d, not 200", c->status);
-                        if (timed && (c->exec_ms < 0 || c->total_ms < 0))
+                        if (c->invoke && (c->exec_ms < 0 || c->total_ms < 0))
                                 die("invoke: a 200 without Server-Timing exec and total");
                         if (s) {
                                 uint64_t lat = t - c->started_ns;
                                 s->client_cpu += self_cpu_ns() - c->started_cpu;
-                                samples_push(s, lat, timed ? (uint64_t)(c->exec_ms * 1e6) : 0,
-                                             timed ? (uint64_t)(c->total_ms * 1e6) : lat);
+                                samples_push(s, lat, c->invoke ? (uint64_t)(c->exec_ms * 1e6) : 0,
+                                             c->invoke ? (uint64_t)(c->total_ms * 1e6) : lat);
                                 s->warm += c->warm;
                                 s->cold += c->cold;
                         }
@@ -345,12 +344,12 @@ static void print_row(const char *label, int nc, size_t n, double secs, summary 
 
 /* C keep-alive connections to the daemon, each with one request in flight at
  * most; the warm-up opens them and warms the daemon's and agents' caches. */
-static hconn *client_new(int nc, const char *req) {
+static hconn *client_new(int nc, const char *req, bool invoke) {
         hconn *cs = calloc((size_t)nc, sizeof(*cs));
         if (!cs)
                 die("out of memory");
         for (int i = 0; i < nc; i++)
-                hconn_open(&cs[i], req);
+                hconn_open(&cs[i], req, invoke);
         drive(cs, nc, WARMUP_REQUESTS, 0, 0, NULL);
         return cs;
 }
@@ -619,9 +618,9 @@ int main(int argc, char **argv) {
                "p90", "p99", "max");
 
         /* Alternating rounds expose both runs to the same background noise. */
-        hconn *one = client_new(1, INVOKE_REQUEST);
+        hconn *one = client_new(1, INVOKE_REQUEST, true);
         direct *d = direct_new(agent, memory);
-        hconn *hh = client_new(1, HEALTH_REQUEST);
+        hconn *hh = client_new(1, HEALTH_REQUEST, false);
         samples s1 = {0}, sd = {0}, sh = {0};
         double t1 = 0, td = 0;
         uint64_t cpu_d = 0, cpu_main = 0;
@@ -676,7 +675,7 @@ int main(int argc, char **argv) {
 
         size_t warmc = 0, nc_n = 0;
         if (nc > 1) {
-                hconn *many = client_new(nc, INVOKE_REQUEST);
+                hconn *many = client_new(nc, INVOKE_REQUEST, true);
                 samples sc = {0};
                 uint64_t t = now_ns();
                 drive(many, nc, SIZE_MAX, (uint64_t)seconds * 1000000000u, 0, &sc);
