@@ -241,9 +241,10 @@ void cvm_api_invoke_vm(cvm_http_req *req, void *ud) {
                 return;
         }
         invoke_ctx *c = calloc(1, sizeof(*c));
+        if (!c)
+                cvm_error_set(&err, -ENOMEM, "out of memory");
         if (!c || cvm_random_id("inv-", c->id, sizeof(c->id), &err) < 0) {
                 free(c);
-                cvm_error_set(&err, -ENOMEM, "out of memory");
                 cvm_http_reply_cvm_error(req, &err);
                 return;
         }

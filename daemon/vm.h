@@ -114,6 +114,7 @@ typedef struct cvm_invocation_record {
 } cvm_invocation_record;
 void cvm_vms_record_invocation(cvm_vms *vms, const cvm_invocation_record *rec);
 
-/* A fresh random id with a prefix ("inv-" + 16 hex) into buf (>= 21 bytes). */
+/* A fresh random id, prefix + 16 hex digits ("inv-0123456789abcdef"), into
+ * buf; -ENOBUFS if it does not fit. */
 int cvm_random_id(const char *prefix, char *buf, size_t size, cvm_error *err);
 int64_t cvm_wall_ms(void);
