@@ -460,6 +460,96 @@ static void test_heartbeat(void **state) {
         teardown(t);
 }
 
+/* Reads n INVOKE frames from the raw host end of t; returns their ids and
+ * payload lengths in order. Runs the loop while waiting, unless run is
+ * false: then the frames must be on the socket already. */
+static void read_invokes(harness *t, bool run, size_t n, uint64_t *ids, size_t *lens) {
+        cvm_agent_decoder d;
+        cvm_agent_decoder_init(&d, 0);
+        static uint8_t buf[1 << 16];
+        size_t got = 0;
+        uint64_t deadline = uv_hrtime() + UINT64_C(2000000000);
+        while (got < n && uv_hrtime() < deadline) {
+                if (run)
+                        uv_run(&t->loop, UV_RUN_NOWAIT);
+                ssize_t k = recv(t->peer_fd, buf, sizeof(buf), MSG_DONTWAIT);
+                if (k <= 0) {
+                        assert_true(run);
+                        usleep(1000);
+                        continue;
+                }
+                for (size_t off = 0; off < (size_t)k && got < n;) {
+                        size_t used;
+                        cvm_agent_frame f;
+                        int r = cvm_agent_decoder_feed(&d, buf + off, (size_t)k - off, &used, &f,
+                                                       NULL);
+                        assert_true(r >= 0);
+                        off += used;
+                        if (r == 1) {
+                                assert_int_equal(f.type, CVM_AGENT_MSG_INVOKE);
+                                ids[got] = f.id;
+                                lens[got++] = f.len;
+                                cvm_agent_decoder_release(&d);
+                        }
+                }
+        }
+        assert_int_equal(got, n);
+        cvm_agent_decoder_release(&d);
+}
+
+/* Frames leave at once when nothing waits before them, so that the agent
+ * can start while the loop turn goes on; behind a frame the socket did not
+ * take whole, they wait their turn. */
+static void test_frames_leave_early_in_order(void **state) {
+        (void)state;
+        harness *t = calloc(1, sizeof(*t));
+        assert_int_equal(uv_loop_init(&t->loop), 0);
+        int fds[2];
+        make_pair(fds);
+        t->peer_fd = fds[1];
+        start_client(t, fds[0], NULL);
+        cvm_agent_hello h = {.proto_version = 1,
+                             .max_concurrency = 4,
+                             .max_request = 4u << 20,
+                             .max_response = 100,
+                             .agent_version = "fake"};
+        cvm_agent_msg m;
+        assert_int_equal(cvm_agent_encode_hello(&h, &m, NULL), 0);
+        assert_int_equal(write(t->peer_fd, m.head, m.head_len), (ssize_t)m.head_len);
+        run_until(t, &t->hello, 2000);
+
+        /* Both on the socket before the loop runs again. */
+        uint64_t ids[3];
+        size_t lens[3];
+        invoke(t, 0, 1000, "a", 1);
+        invoke(t, 1, 1000, "bc", 2);
+        read_invokes(t, false, 2, ids, lens);
+        assert_int_equal(ids[0], 0);
+        assert_int_equal(ids[1], 1);
+        assert_true(lens[1] == lens[0] + 1); /* Frames hold their bodies whole. */
+
+        /* 3 MiB do not fit the socket: the small frame after them waits. */
+        size_t big = 3u << 20;
+        char *body = calloc(1, big);
+        assert_non_null(body);
+        invoke(t, 2, 1000, body, big);
+        free(body);
+        invoke(t, 3, 1000, "d", 1);
+        read_invokes(t, true, 2, ids, lens);
+        assert_int_equal(ids[0], 2);
+        assert_true(lens[0] > big);
+        assert_int_equal(ids[1], 3);
+        assert_true(lens[1] < 100);
+
+        /* The peer goes away: every invocation learns of it. */
+        close(t->peer_fd);
+        t->peer_fd = -1;
+        run_until(t, &t->closed, 2000);
+        for (int i = 0; i < 4; i++)
+                assert_true(t->res[i].done);
+        teardown(t);
+}
+
 /* A raw "agent" sends bytes to a fresh client; returns how the client closed. */
 static int client_sees(const void *bytes, size_t len, bool with_hello, char *message,
                        size_t message_size) {
@@ -1055,6 +1145,7 @@ int main(void) {
                 cmocka_unit_test(test_agent_dies_mid_invocation),
                 cmocka_unit_test(test_shutdown),
                 cmocka_unit_test(test_heartbeat),
+                cmocka_unit_test(test_frames_leave_early_in_order),
                 cmocka_unit_test(test_client_rejects_bad_agent),
                 cmocka_unit_test(test_agent_rejects_bad_host),
                 cmocka_unit_test(test_free_from_callback),
