@@ -506,6 +506,9 @@ static void test_frames_leave_early_in_order(void **state) {
         assert_int_equal(uv_loop_init(&t->loop), 0);
         int fds[2];
         make_pair(fds);
+        /* A send buffer far below the 3 MiB frame, whatever the host's default. */
+        int sndbuf = 64 << 10;
+        assert_int_equal(setsockopt(fds[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)), 0);
         t->peer_fd = fds[1];
         start_client(t, fds[0], NULL);
         cvm_agent_hello h = {.proto_version = 1,
