@@ -159,6 +159,29 @@ static void start_client(harness *t, int fd, const cvm_agent_client_opts *opts) 
         assert_int_equal(cvm_agent_client_new(&t->loop, fd, opts, &cbs, t, &t->client, &err), 0);
 }
 
+/* A client whose agent the test plays on the raw end, t->peer_fd. A
+ * positive sndbuf sets the client's send buffer. */
+static harness *raw_peer(const cvm_agent_client_opts *opts, int sndbuf) {
+        harness *t = calloc(1, sizeof(*t));
+        assert_int_equal(uv_loop_init(&t->loop), 0);
+        int fds[2];
+        make_pair(fds);
+        if (sndbuf > 0)
+                assert_int_equal(setsockopt(fds[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)),
+                                 0);
+        t->peer_fd = fds[1];
+        start_client(t, fds[0], opts);
+        return t;
+}
+
+/* The raw peer says HELLO; returns once the client has it. */
+static void peer_hello(harness *t, const cvm_agent_hello *h) {
+        cvm_agent_msg m;
+        assert_int_equal(cvm_agent_encode_hello(h, &m, NULL), 0);
+        assert_int_equal(write(t->peer_fd, m.head, m.head_len), (ssize_t)m.head_len);
+        run_until(t, &t->hello, 2000);
+}
+
 static harness *setup_with(char *const *argv, uint16_t concurrency, uint32_t max_response,
                            const char *sev_guest) {
         harness *t = calloc(1, sizeof(*t));
@@ -428,11 +451,7 @@ static void test_heartbeat(void **state) {
 
         /* Before its HELLO a peer is not pinged, however long it takes: the
          * host's boot timeout bounds that wait, not the heartbeat. */
-        t = calloc(1, sizeof(*t));
-        assert_int_equal(uv_loop_init(&t->loop), 0);
-        make_pair(fds);
-        t->peer_fd = fds[1];
-        start_client(t, fds[0], &opts);
+        t = raw_peer(&opts, 0);
         run_for(t, 200);
         assert_false(t->closed);
         uint8_t none[64];
@@ -441,18 +460,12 @@ static void test_heartbeat(void **state) {
         teardown(t);
 
         /* A peer that says HELLO and then nothing is declared dead. */
-        t = calloc(1, sizeof(*t));
-        assert_int_equal(uv_loop_init(&t->loop), 0);
-        make_pair(fds);
-        t->peer_fd = fds[1];
-        start_client(t, fds[0], &opts);
+        t = raw_peer(&opts, 0);
         cvm_agent_hello h = {.proto_version = 1,
                              .max_concurrency = 1,
                              .max_request = 100,
                              .agent_version = "fake"};
-        cvm_agent_msg m;
-        assert_int_equal(cvm_agent_encode_hello(&h, &m, NULL), 0);
-        assert_int_equal(write(t->peer_fd, m.head, m.head_len), (ssize_t)m.head_len);
+        peer_hello(t, &h);
         run_until(t, &t->closed, 2000);
         assert_true(t->hello);
         assert_int_equal(t->closed_err.code, -ETIMEDOUT);
@@ -460,10 +473,10 @@ static void test_heartbeat(void **state) {
         teardown(t);
 }
 
-/* Reads n INVOKE frames from the raw host end of t; returns their ids and
- * payload lengths in order. Runs the loop while waiting, unless run is
- * false: then the frames must be on the socket already. */
-static void read_invokes(harness *t, bool run, size_t n, uint64_t *ids, size_t *lens) {
+/* Reads n frames from the raw end of t into frames (their payloads are
+ * not kept). Runs the loop while waiting, unless run is false: then the
+ * frames must be on the socket already. */
+static void read_frames(harness *t, bool run, size_t n, cvm_agent_frame *frames) {
         cvm_agent_decoder d;
         cvm_agent_decoder_init(&d, 0);
         static uint8_t buf[1 << 16];
@@ -478,7 +491,8 @@ static void read_invokes(harness *t, bool run, size_t n, uint64_t *ids, size_t *
                         usleep(1000);
                         continue;
                 }
-                for (size_t off = 0; off < (size_t)k && got < n;) {
+                /* Whole frames only, and no more than n of them. */
+                for (size_t off = 0; off < (size_t)k;) {
                         size_t used;
                         cvm_agent_frame f;
                         int r = cvm_agent_decoder_feed(&d, buf + off, (size_t)k - off, &used, &f,
@@ -486,14 +500,16 @@ static void read_invokes(harness *t, bool run, size_t n, uint64_t *ids, size_t *
                         assert_true(r >= 0);
                         off += used;
                         if (r == 1) {
-                                assert_int_equal(f.type, CVM_AGENT_MSG_INVOKE);
-                                ids[got] = f.id;
-                                lens[got++] = f.len;
+                                if (got == n)
+                                        fail_msg("more than %zu frames from the peer", n);
+                                frames[got] = f;
+                                frames[got++].payload = NULL;
                                 cvm_agent_decoder_release(&d);
                         }
                 }
         }
-        assert_int_equal(got, n);
+        if (got < n || d.header_len)
+                fail_msg("%zu of %zu frames from the peer, or one cut short", got, n);
         cvm_agent_decoder_release(&d);
 }
 
@@ -502,34 +518,25 @@ static void read_invokes(harness *t, bool run, size_t n, uint64_t *ids, size_t *
  * take whole, they wait their turn. */
 static void test_frames_leave_early_in_order(void **state) {
         (void)state;
-        harness *t = calloc(1, sizeof(*t));
-        assert_int_equal(uv_loop_init(&t->loop), 0);
-        int fds[2];
-        make_pair(fds);
         /* A send buffer far below the 3 MiB frame, whatever the host's default. */
-        int sndbuf = 64 << 10;
-        assert_int_equal(setsockopt(fds[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)), 0);
-        t->peer_fd = fds[1];
-        start_client(t, fds[0], NULL);
+        harness *t = raw_peer(NULL, 64 << 10);
         cvm_agent_hello h = {.proto_version = 1,
                              .max_concurrency = 4,
                              .max_request = 4u << 20,
                              .max_response = 100,
                              .agent_version = "fake"};
-        cvm_agent_msg m;
-        assert_int_equal(cvm_agent_encode_hello(&h, &m, NULL), 0);
-        assert_int_equal(write(t->peer_fd, m.head, m.head_len), (ssize_t)m.head_len);
-        run_until(t, &t->hello, 2000);
+        peer_hello(t, &h);
 
         /* Both on the socket before the loop runs again. */
-        uint64_t ids[3];
-        size_t lens[3];
+        cvm_agent_frame f[2];
         invoke(t, 0, 1000, "a", 1);
         invoke(t, 1, 1000, "bc", 2);
-        read_invokes(t, false, 2, ids, lens);
-        assert_int_equal(ids[0], 0);
-        assert_int_equal(ids[1], 1);
-        assert_true(lens[1] == lens[0] + 1); /* Frames hold their bodies whole. */
+        read_frames(t, false, 2, f);
+        for (int i = 0; i < 2; i++) {
+                assert_int_equal(f[i].type, CVM_AGENT_MSG_INVOKE);
+                assert_int_equal(f[i].id, i);
+        }
+        assert_true(f[1].len == f[0].len + 1); /* Frames hold their bodies whole. */
 
         /* 3 MiB do not fit the socket: the small frame after them waits. */
         size_t big = 3u << 20;
@@ -538,11 +545,13 @@ static void test_frames_leave_early_in_order(void **state) {
         invoke(t, 2, 1000, body, big);
         free(body);
         invoke(t, 3, 1000, "d", 1);
-        read_invokes(t, true, 2, ids, lens);
-        assert_int_equal(ids[0], 2);
-        assert_true(lens[0] > big);
-        assert_int_equal(ids[1], 3);
-        assert_true(lens[1] < 100);
+        read_frames(t, true, 2, f);
+        assert_int_equal(f[0].type, CVM_AGENT_MSG_INVOKE);
+        assert_int_equal(f[0].id, 2);
+        assert_true(f[0].len > big);
+        assert_int_equal(f[1].type, CVM_AGENT_MSG_INVOKE);
+        assert_int_equal(f[1].id, 3);
+        assert_true(f[1].len < 100);
 
         /* The peer goes away: every invocation learns of it. */
         close(t->peer_fd);
@@ -556,22 +565,14 @@ static void test_frames_leave_early_in_order(void **state) {
 /* A raw "agent" sends bytes to a fresh client; returns how the client closed. */
 static int client_sees(const void *bytes, size_t len, bool with_hello, char *message,
                        size_t message_size) {
-        harness *t = calloc(1, sizeof(*t));
-        assert_int_equal(uv_loop_init(&t->loop), 0);
-        int fds[2];
-        make_pair(fds);
-        t->peer_fd = fds[1];
-        start_client(t, fds[0], NULL);
+        harness *t = raw_peer(NULL, 0);
         if (with_hello) {
                 cvm_agent_hello h = {.proto_version = 1,
                                      .max_concurrency = 1,
                                      .max_request = 100,
                                      .max_response = 100,
                                      .agent_version = "fake"};
-                cvm_agent_msg m;
-                assert_int_equal(cvm_agent_encode_hello(&h, &m, NULL), 0);
-                assert_int_equal(write(t->peer_fd, m.head, m.head_len), (ssize_t)m.head_len);
-                run_until(t, &t->hello, 2000);
+                peer_hello(t, &h);
                 /* One invocation in flight, so RESULT 0 is expected and others are not. */
                 invoke(t, 0, 1000, "x", 1);
         }
@@ -652,26 +653,6 @@ static void test_client_rejects_bad_agent(void **state) {
         assert_int_equal(client_sees(m.head, m.head_len, true, msg, sizeof(msg)), -EMSGSIZE);
 }
 
-/* Reads one frame written by the agent to the raw host end. */
-static void read_frame(harness *t, cvm_agent_decoder *d, cvm_agent_frame *f) {
-        uint8_t buf[256];
-        uint64_t deadline = uv_hrtime() + UINT64_C(2000000000);
-        while (uv_hrtime() < deadline) {
-                uv_run(&t->loop, UV_RUN_NOWAIT);
-                ssize_t n = recv(t->peer_fd, buf, sizeof(buf), MSG_DONTWAIT);
-                if (n <= 0) {
-                        usleep(1000);
-                        continue;
-                }
-                size_t used;
-                /* Frames here are small and written whole. */
-                assert_int_equal(cvm_agent_decoder_feed(d, buf, (size_t)n, &used, f, NULL), 1);
-                assert_int_equal(used, (size_t)n);
-                return;
-        }
-        fail_msg("no frame from the agent");
-}
-
 /* A raw "host" talks to a fresh agent; returns the agent's exit status. */
 static int agent_sees(const void *bytes, size_t len) {
         char *argv[] = {"/bin/cat", NULL};
@@ -681,20 +662,17 @@ static int agent_sees(const void *bytes, size_t len) {
         make_pair(fds);
         t->peer_fd = fds[0];
         start_agent(t, fds[1], argv, 1, 0);
-        cvm_agent_decoder d;
-        cvm_agent_decoder_init(&d, 0);
         cvm_agent_frame f;
-        read_frame(t, &d, &f);
+        read_frames(t, true, 1, &f);
         assert_int_equal(f.type, CVM_AGENT_MSG_HELLO);
 
         /* The agent answers a PING with its id. */
         cvm_agent_msg m;
         cvm_agent_encode_empty(CVM_AGENT_MSG_PING, 31, &m);
         assert_int_equal(write(t->peer_fd, m.head, m.head_len), (ssize_t)m.head_len);
-        read_frame(t, &d, &f);
+        read_frames(t, true, 1, &f);
         assert_int_equal(f.type, CVM_AGENT_MSG_PONG);
         assert_int_equal(f.id, 31);
-        cvm_agent_decoder_release(&d);
 
         assert_int_equal(write(t->peer_fd, bytes, len), (ssize_t)len);
         uint64_t deadline = uv_hrtime() + UINT64_C(2000000000);
@@ -898,12 +876,7 @@ static void test_attest_connection_dies(void **state) {
 
 /* A client facing a raw agent that has sent the given HELLO capabilities. */
 static harness *raw_agent(uint32_t capabilities) {
-        harness *t = calloc(1, sizeof(*t));
-        assert_int_equal(uv_loop_init(&t->loop), 0);
-        int fds[2];
-        make_pair(fds);
-        t->peer_fd = fds[1];
-        start_client(t, fds[0], NULL);
+        harness *t = raw_peer(NULL, 0);
         cvm_error err = {0};
         uint8_t nonce[64] = {0};
         assert_int_equal(cvm_agent_client_attest(t->client, nonce, on_attest, t, &err), -ENOTCONN);
@@ -913,10 +886,7 @@ static harness *raw_agent(uint32_t capabilities) {
                              .max_request = 100,
                              .max_response = 100,
                              .agent_version = "fake"};
-        cvm_agent_msg m;
-        assert_int_equal(cvm_agent_encode_hello(&h, &m, NULL), 0);
-        assert_int_equal(write(t->peer_fd, m.head, m.head_len), (ssize_t)m.head_len);
-        run_until(t, &t->hello, 2000);
+        peer_hello(t, &h);
         return t;
 }
 
@@ -935,23 +905,15 @@ static void test_attest_old_agent(void **state) {
         teardown(t);
 
         /* A frame limit too small for an answer is refused up front. */
-        t = calloc(1, sizeof(*t));
-        assert_int_equal(uv_loop_init(&t->loop), 0);
-        int fds[2];
-        make_pair(fds);
-        t->peer_fd = fds[1];
         cvm_agent_client_opts opts = {.max_payload = 1000};
-        start_client(t, fds[0], &opts);
+        t = raw_peer(&opts, 0);
         cvm_agent_hello h = {.proto_version = 1,
                              .max_concurrency = 1,
                              .capabilities = CVM_AGENT_CAP_ATTEST,
                              .max_request = 100,
                              .max_response = 100,
                              .agent_version = "fake"};
-        cvm_agent_msg m;
-        assert_int_equal(cvm_agent_encode_hello(&h, &m, NULL), 0);
-        assert_int_equal(write(t->peer_fd, m.head, m.head_len), (ssize_t)m.head_len);
-        run_until(t, &t->hello, 2000);
+        peer_hello(t, &h);
         assert_int_equal(cvm_agent_client_attest(t->client, nonce, on_attest, t, &err), -EMSGSIZE);
         teardown(t);
 }
