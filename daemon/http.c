@@ -178,11 +178,12 @@ static void req_set_response(cvm_http_req *req, unsigned status, struct MHD_Resp
                 req->suspended = false;
                 MHD_resume_connection(req->conn);
                 /* MHD does not wake its epoll fd on resume in external mode: it runs
-                 * once more at the end of this loop turn, before the loop polls.
-                 * The client is woken on this CPU (a Unix socket's wake-up is
-                 * synchronous), so the answer leaves after this turn's bookkeeping
-                 * rather than making the client wait for it. An idle handle keeps
-                 * the poll from blocking when the answer comes while MHD runs. */
+                 * once more at the end of this loop turn, before the loop polls,
+                 * and never from inside its own callbacks. A client woken on this
+                 * CPU (about half the time: a Unix socket's wake-up is
+                 * synchronous) waits for the turn's end either way. An idle
+                 * handle keeps the poll from blocking when the answer comes while
+                 * MHD runs. */
                 uv_idle_start(&req->listener->flush, on_flush);
         }
 }
