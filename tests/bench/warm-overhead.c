@@ -5,10 +5,12 @@
  * warm-up. The one-connection run alternates in rounds with as many
  * invocations sent directly to a real cvm-agent on a socketpair
  * (daemon/host/agent_client.h on a libuv loop, no daemon); the difference
- * between these two sequential runs is the daemon's overhead. GET
- * /v1/health in the same rounds gives the HTTP floor, and --pid the daemon's
- * CPU per invocation. Usage: warm-overhead SOCKET [--connections C]
- * [--seconds S] [--agent PATH] [--pid DAEMON_PID]. */
+ * between these two sequential runs is the daemon's overhead. The same
+ * direct client through a bare relay process (poll, read, write) in the same
+ * rounds gives what any process between client and agent costs on this
+ * host; GET /v1/health the HTTP floor; --pid the daemon's CPU per
+ * invocation. Usage: warm-overhead SOCKET [--connections C] [--seconds S]
+ * [--agent PATH] [--pid DAEMON_PID]. */
 #include <curl/curl.h>
 #include <dirent.h>
 #include <errno.h>
@@ -365,7 +367,7 @@ typedef struct direct {
         uv_loop_t loop;
         uv_timer_t tick;
         cvm_agent_client *client;
-        pid_t pid;
+        pid_t pid, relay_pid;
         bool hello, closed, done;
         int status;
         uint64_t exec_us, next_id;
@@ -446,7 +448,7 @@ static void direct_invoke(direct *d, size_t n, uint64_t think_us, samples *s) {
                 if (i && think_us)
                         sleep_us(think_us);
                 d->done = false;
-                uint64_t t = now_ns();
+                uint64_t cpu = self_cpu_ns(), t = now_ns();
                 if (cvm_agent_client_invoke(d->client, ++d->next_id, 30000, NULL, 0, d_result, d,
                                             &err) < 0)
                         die("invoke: %s", err.message);
@@ -455,12 +457,64 @@ static void direct_invoke(direct *d, size_t n, uint64_t think_us, samples *s) {
                 if (d->status != CVM_AGENT_STATUS_OK)
                         die("direct invocation %llu: status %d", (unsigned long long)d->next_id,
                             d->status);
-                if (s)
+                if (s) {
+                        s->client_cpu += self_cpu_ns() - cpu;
                         samples_push(s, lat, d->exec_us * 1000u, lat);
+                }
         }
 }
 
-static direct *direct_new(const char *agent, rlim_t memory) {
+/* Copies bytes both ways between a and b until either side closes. */
+static void relay_loop(int a, int b) {
+        static char data[65536];
+        struct pollfd p[2] = {{.fd = a, .events = POLLIN}, {.fd = b, .events = POLLIN}};
+        for (;;) {
+                if (poll(p, 2, -1) < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        _exit(1);
+                }
+                for (int i = 0; i < 2; i++) {
+                        if (!p[i].revents)
+                                continue;
+                        ssize_t k = read(p[i].fd, data, sizeof(data));
+                        if (k <= 0)
+                                _exit(0);
+                        for (ssize_t off = 0; off < k;) {
+                                ssize_t w = write(p[1 - i].fd, data + off, (size_t)(k - off));
+                                if (w <= 0)
+                                        _exit(1);
+                                off += w;
+                        }
+                }
+        }
+}
+
+/* A process that only forwards bytes between fd and a new socketpair, the
+ * least any process between client and agent costs; returns the client's end. */
+static int spawn_relay(int fd, pid_t *ret_pid) {
+        int fds[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0)
+                die("socketpair: %s", strerror(errno));
+        pid_t pid = fork();
+        if (pid < 0)
+                die("fork: %s", strerror(errno));
+        if (pid == 0) {
+                /* Only its two sockets: a copy of the client's connections
+                 * would keep them open after the client closes them. */
+                int lo = fds[1] < fd ? fds[1] : fd, hi = fds[1] < fd ? fd : fds[1];
+                close_range(3, (unsigned)lo - 1, 0);
+                close_range((unsigned)lo + 1, (unsigned)hi - 1, 0);
+                close_range((unsigned)hi + 1, ~0U, 0);
+                relay_loop(fds[1], fd);
+        }
+        close(fds[1]);
+        close(fd);
+        *ret_pid = pid;
+        return fds[0];
+}
+
+static direct *direct_new(const char *agent, rlim_t memory, bool relay) {
         int fds[2];
         if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0)
                 die("socketpair: %s", strerror(errno));
@@ -469,6 +523,8 @@ static direct *direct_new(const char *agent, rlim_t memory) {
                 die("out of memory");
         d->pid = spawn_agent(agent, fds[1], memory);
         close(fds[1]);
+        if (relay)
+                fds[0] = spawn_relay(fds[0], &d->relay_pid);
         int r = uv_loop_init(&d->loop);
         if (r < 0)
                 die("uv_loop_init: %s", uv_strerror(r));
@@ -486,6 +542,16 @@ static direct *direct_new(const char *agent, rlim_t memory) {
         return d;
 }
 
+/* Waits up to 2 s for a child to exit, then kills it. */
+static void reap(pid_t pid) {
+        int wstatus;
+        pid_t r = 0;
+        for (int i = 0; i < 100 && (r = waitpid(pid, &wstatus, WNOHANG)) == 0; i++)
+                sleep_ms(20);
+        if (r == 0 && kill(pid, SIGKILL) == 0)
+                waitpid(pid, &wstatus, 0);
+}
+
 static void direct_free(direct *d) {
         cvm_error err = {0};
         if (cvm_agent_client_shutdown(d->client, &err) < 0)
@@ -496,13 +562,11 @@ static void direct_free(direct *d) {
         uv_run(&d->loop, UV_RUN_DEFAULT);
         if (uv_loop_close(&d->loop) < 0)
                 die("the direct loop still has handles");
-        /* The agent exits after its acknowledgement; a stuck one is killed. */
-        int wstatus;
-        pid_t r = 0;
-        for (int i = 0; i < 100 && (r = waitpid(d->pid, &wstatus, WNOHANG)) == 0; i++)
-                sleep_ms(20);
-        if (r == 0 && kill(d->pid, SIGKILL) == 0)
-                waitpid(d->pid, &wstatus, 0);
+        /* The agent exits after its acknowledgement, and the relay when the
+         * agent's side closes; a stuck one is killed. */
+        reap(d->pid);
+        if (d->relay_pid > 0)
+                reap(d->relay_pid);
         free(d);
 }
 
@@ -611,7 +675,8 @@ int main(int argc, char **argv) {
                "the Unix socket, %d s per run after %d warm-up requests\n",
                nc, nc > 1 ? "s" : "", seconds, WARMUP_REQUESTS);
         printf("  latencies in us; direct = the same agent and handler on a socketpair, no "
-               "daemon;\n  the 1-connection, direct and health runs alternate in rounds of %d "
+               "daemon; relay = direct\n  through a process that only forwards bytes; the "
+               "1-connection, direct, relay and health runs\n  alternate in rounds of %d "
                "requests each\n",
                ROUND);
         printf("  %-16s %5s %9s %9s %9s %9s %9s %9s\n", "run", "conns", "requests", "req/s", "p50",
@@ -619,10 +684,10 @@ int main(int argc, char **argv) {
 
         /* Alternating rounds expose both runs to the same background noise. */
         hconn *one = client_new(1, INVOKE_REQUEST, true);
-        direct *d = direct_new(agent, memory);
+        direct *d = direct_new(agent, memory, false), *rl = direct_new(agent, memory, true);
         hconn *hh = client_new(1, HEALTH_REQUEST, false);
-        samples s1 = {0}, sd = {0}, sh = {0};
-        double t1 = 0, td = 0;
+        samples s1 = {0}, sd = {0}, sr = {0}, sh = {0};
+        double t1 = 0, td = 0, tr = 0;
         uint64_t cpu_d = 0, cpu_main = 0;
         while (t1 < seconds) {
                 size_t before = s1.n;
@@ -638,10 +703,14 @@ int main(int argc, char **argv) {
                 t = now_ns();
                 direct_invoke(d, s1.n - before, THINK_US, &sd);
                 td += (double)(now_ns() - t) / 1e9;
+                t = now_ns();
+                direct_invoke(rl, s1.n - before, THINK_US, &sr);
+                tr += (double)(now_ns() - t) / 1e9;
                 drive(hh, 1, s1.n - before, 0, THINK_US, &sh);
         }
         client_free(hh, 1);
         direct_free(d);
+        direct_free(rl);
         client_free(one, 1);
         if (s1.n == 0)
                 die("no request finished");
@@ -663,13 +732,14 @@ int main(int argc, char **argv) {
         free(beyond);
         summary lat1 = summarize(s1.lat, s1.n), exec1 = summarize(s1.exec, s1.n);
         summary dlat = summarize(sd.lat, sd.n), dexec = summarize(sd.exec, sd.n);
-        summary hlat = summarize(sh.lat, sh.n);
+        summary hlat = summarize(sh.lat, sh.n), rlat = summarize(sr.lat, sr.n);
         char note[96];
         /* A connection the daemon closed would have ended the run. */
         snprintf(note, sizeof(note), "%.1f%% warm, one connection kept alive",
                  100.0 * (double)warm1 / (double)n1);
         print_row("daemon", 1, n1, t1, lat1, note);
         print_row("direct agent", 1, sd.n, td, dlat, "");
+        print_row("relay + agent", 1, sr.n, tr, rlat, "direct through a bare relay process");
         print_row("GET /v1/health", 1, sh.n, 0, hlat, "the HTTP floor, same rounds");
         fflush(stdout);
 
@@ -699,14 +769,22 @@ int main(int argc, char **argv) {
                dexec.p50, dexec.p99);
         if (daemon_pid && n1)
                 printf("  CPU per invocation, 1 connection: daemon %.1f us (loop thread %.1f, "
-                       "other threads %.1f), this client %.1f us\n",
+                       "other threads %.1f), this client %.1f us (over HTTP; the direct "
+                       "agent client %.1f)\n",
                        (double)cpu_d / (double)n1 / 1e3, (double)cpu_main / (double)n1 / 1e3,
                        (double)(cpu_d - cpu_main) / (double)n1 / 1e3,
-                       (double)s1.client_cpu / (double)n1 / 1e3);
+                       (double)s1.client_cpu / (double)n1 / 1e3,
+                       (double)sd.client_cpu / (double)sd.n / 1e3);
         double add50 = lat1.p50 - dlat.p50, add99 = lat1.p99 - dlat.p99;
         printf("  daemon overhead over the direct agent round trip, sequential: p50 %+.1f us "
                "(target < 100: %s), p99 %+.1f us (target < 1000: %s)\n",
                add50, add50 < 100 ? "met" : "missed", add99, add99 < 1000 ? "met" : "missed");
+        /* What no daemon design avoids here: one more process on the path, with
+         * its two wake-ups, context switches and copies. */
+        printf("  a bare relay process (poll, read, write; no HTTP) between the direct client "
+               "and agent adds p50 %+.1f us, p99 %+.1f us;\n    the daemon beyond that relay: "
+               "p50 %+.1f us, p99 %+.1f us\n",
+               rlat.p50 - dlat.p50, rlat.p99 - dlat.p99, lat1.p50 - rlat.p50, lat1.p99 - rlat.p99);
         printf("  of which the HTTP floor (GET /v1/health p50 / p99) %.1f / %.1f us; the rest, "
                "invocation-specific: p50 %+.1f us, p99 %+.1f us\n",
                hlat.p50, hlat.p99, add50 - hlat.p50, add99 - hlat.p99);
@@ -721,6 +799,7 @@ int main(int argc, char **argv) {
         printf("\n");
         samples_free(&s1);
         samples_free(&sd);
+        samples_free(&sr);
         samples_free(&sh);
 
         long status;
