@@ -186,17 +186,10 @@ fuzz-build:
 			$(call pkg_libs,$(PKGS_TEST)) -lpthread -lm; \
 	done
 
-fuzz: SHELL := /bin/bash
+# The same run as in `make check`, longer, with a corpus that grows across runs.
 fuzz: fuzz-build
-	@set -e; for src in $(FUZZ_SRCS); do \
-		name=$$(basename $$src .c); \
-		mkdir -p $(FUZZ_BUILD)/corpus/$$name; \
-		seeds=""; [ -d tests/fuzz/corpus/$$name ] && seeds=tests/fuzz/corpus/$$name; \
-		echo "fuzz: $$name for $(FUZZ_SECONDS)s"; \
-		$(FUZZ_BUILD)/$$name -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
-			$(FUZZ_BUILD)/corpus/$$name $$seeds 2>&1 | grep -E '^(stat::number_of_executed_units|INFO: -max_total_time|==|SUMMARY)' || true; \
-		test $${PIPESTATUS[0]} -eq 0; \
-	done
+	@CVM_FUZZ=$(FUZZ_BUILD) CVM_FUZZ_SECONDS=$(FUZZ_SECONDS) CVM_FUZZ_CORPUS=$(FUZZ_BUILD)/corpus \
+		tests/run.sh
 
 install: all
 	install -Dm755 $(BUILD)/cvmd $(DESTDIR)$(BINDIR)/cvmd

@@ -53,19 +53,21 @@ for build in "$@"; do
 done
 
 # The fuzz targets (CVM_FUZZ: their build directory): each replays its seed
-# corpus and fuzzes briefly, so a parser regression or a target that no
-# longer builds shows here; `make fuzz` runs them for longer.
+# corpus and fuzzes for CVM_FUZZ_SECONDS (10), so a parser regression or a
+# target that no longer builds shows here. `make fuzz` runs them for longer,
+# keeping what they find under CVM_FUZZ_CORPUS (else a temporary directory).
 if [ -n "${CVM_FUZZ:-}" ]; then
+        secs=${CVM_FUZZ_SECONDS:-10}
         for t in tests/fuzz/fuzz_*.c; do
                 name=$(basename "$t" .c)
                 log="$logdir/$name.log"
-                corpus="$logdir/corpus-$name"
+                corpus="${CVM_FUZZ_CORPUS:-$logdir/corpus}/$name"
                 mkdir -p "$corpus"
                 seeds=
                 [ -d "tests/fuzz/corpus/$name" ] && seeds="tests/fuzz/corpus/$name"
                 if [ -x "$CVM_FUZZ/$name" ]; then
                         # shellcheck disable=SC2086 # seeds is one path or nothing.
-                        timeout 120 "$CVM_FUZZ/$name" -max_total_time="${CVM_FUZZ_SECONDS:-10}" \
+                        timeout $((secs + 110)) "$CVM_FUZZ/$name" -max_total_time="$secs" \
                                 -rss_limit_mb=2048 "$corpus" $seeds >"$log" 2>&1
                         rc=$?
                 else
