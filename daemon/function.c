@@ -77,6 +77,7 @@ struct cvm_functions {
         async_entry *async_head, *async_tail;
         uint32_t async_count;
         cvm_timer *async_sweep;
+        cvm_invocation *invs; /* Every invocation not yet finished. */
 };
 
 struct cvm_invocation {
@@ -98,6 +99,7 @@ struct cvm_invocation {
         bool cold;
         uint64_t queue_ns;
         async_entry *entry; /* The async result this invocation fills. */
+        struct cvm_invocation *prev, *next;
 };
 
 /* Names and specs. */
@@ -824,6 +826,7 @@ const char *cvm_invocation_id(const cvm_invocation *inv) {
 }
 
 static void inv_free(cvm_invocation *inv) {
+        CVM_LIST_REMOVE(inv->fns->invs, inv);
         cvm_timer_free(inv->deadline);
         free(inv->body_copy);
         free(inv);
@@ -1041,6 +1044,7 @@ int cvm_function_invoke(cvm_function *fn, const void *body, size_t len, bool asy
         if (!inv)
                 return cvm_error_set(err, -ENOMEM, "out of memory");
         inv->fns = fns;
+        CVM_LIST_PREPEND(fns->invs, inv);
         inv->gen = g;
         inv->cb = cb;
         inv->userdata = userdata;
@@ -1222,6 +1226,22 @@ void cvm_functions_free(cvm_functions *fns) {
         while (fns->puts) {
                 fns->puts->cb = NULL;
                 put_free(fns->puts);
+        }
+        /* Invocations still open at exit are recorded, and their async
+         * results filled, but nobody is called back: the HTTP server has
+         * answered their requests already, and the host stops their VMs
+         * without callbacks. */
+        while (fns->invs) {
+                cvm_invocation *inv = fns->invs;
+                if (inv->waiter) {
+                        cvm_pool_cancel(inv->waiter);
+                        inv->waiter = NULL;
+                        inv->queue_ns = cvm_clock_now(fns->d.clock) - inv->arrived_ns;
+                }
+                inv->pvm = NULL;
+                inv->forgotten = true;
+                finish_error(inv, 503, "shutting_down", "cancelled",
+                             "the daemon shut down before the invocation ended");
         }
         while (fns->async_head)
                 async_unlink(fns, fns->async_head);

@@ -85,9 +85,22 @@ int cvm_vms_new(cvm_host *host, cvm_store *store, cvm_sched *sched, cvm_clock *c
         return 0;
 }
 
+typedef struct invoke_ctx {
+        cvm_vm_invoke_cb cb;
+        void *userdata;
+        uint64_t started_ns;
+        struct invoke_ctx *prev, *next;
+} invoke_ctx;
+
 static void vm_unlink_free(cvm_vm *vm) {
         cvm_vms *vms = vm->vms;
         CVM_LIST_REMOVE(vms->head, vm);
+        /* Only at exit, after the host dropped them without callbacks. */
+        while (vm->invokes) {
+                invoke_ctx *ctx = vm->invokes;
+                CVM_LIST_REMOVE(vm->invokes, ctx);
+                free(ctx);
+        }
         vms->count--;
         cvm_image_unref(vm->image);
         cvm_handler_spec_done(&vm->handler);
@@ -317,15 +330,10 @@ void cvm_vm_forget_launch(cvm_vm *vm) {
         vm->launch_data = NULL;
 }
 
-typedef struct invoke_ctx {
-        cvm_vm_invoke_cb cb;
-        void *userdata;
-        uint64_t started_ns;
-} invoke_ctx;
-
 static void on_invoked(cvm_vm *vm, const cvm_agent_result *result, const cvm_error *err,
                        void *userdata) {
         invoke_ctx *ctx = userdata;
+        CVM_LIST_REMOVE(vm->invokes, ctx);
         vm->active--;
         vm->served++;
         cvm_vm_outcome out = {.result = err ? err->code : 0,
@@ -358,6 +366,7 @@ int cvm_vm_invoke(cvm_vm *vm, const cvm_vm_invocation *inv, uint32_t timeout_ms,
                 free(ctx);
                 return r;
         }
+        CVM_LIST_PREPEND(vm->invokes, ctx);
         vm->active++;
         return 0;
 }

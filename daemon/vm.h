@@ -42,10 +42,11 @@ struct cvm_vm {
         uint64_t launch_queued_ns, sched_wait_ns;
         int64_t created_ms; /* Wall clock, for the store. */
         uint32_t asid;
-        uint32_t active;     /* Invocations running now. */
-        uint64_t served;     /* Invocations answered. */
-        char *retire_reason; /* Why it is stopping. */
-        bool demand;         /* An invocation waits for its launch (else a prewarm). */
+        uint32_t active;            /* Invocations running now. */
+        struct invoke_ctx *invokes; /* Theirs, freed with the VM if the host never answers. */
+        uint64_t served;            /* Invocations answered. */
+        char *retire_reason;        /* Why it is stopping. */
+        bool demand;                /* An invocation waits for its launch (else a prewarm). */
         cvm_sched_job *sched_job;
         cvm_vm_launch_cb launch_cb;
         void *launch_data;

@@ -169,5 +169,31 @@ expect "a VM dying under a function's invocation is a 502" "$out" '^502 warm vm-
 (invoke dies -d x >/dev/null) &
 sleep 0.3
 expect "the function gets a new VM next time" "$(pool dies launches)" '^2$'
+
+# Shutdown with invocations open: one waiting for a slow cold start, one
+# async one waiting too, one running. A second SIGTERM ends the grace period:
+# the requests are answered 503, every invocation is recorded as cancelled,
+# and the daemon exits 0 (no timer of theirs fires after the exit's frees).
+put boots '{"handler": {"exec": ["/bin/cat"]}, "image": {"firmware_boot_ms": 20000}}' >/dev/null
+put boots2 '{"handler": {"exec": ["/bin/cat"]}, "image": {"firmware_boot_ms": 20000}}' >/dev/null
+put runs '{"handler": {"exec": ["'"$TMP/sleep.sh"'", "20"]}}' >/dev/null
+(invoke boots -d x >"$TMP/open1") &
+open1=$!
+(invoke runs -d x >"$TMP/open2") &
+open2=$!
+expect "an async invocation waits too" "$(api POST '/v1/functions/boots2/invoke?mode=async' -d y)" '^202 '
+running() { [ "$(api GET '/v1/vms?function=runs' | grep -o '"active":1')" = '"active":1' ]; }
+check "the running invocation runs" wait_for 5 running
+kill -TERM "$CVMD_PID"
+sleep 0.3
 stop_daemon
+wait "$open1" "$open2"
+expect "a second SIGTERM with invocations open exits 0" "$STOP_RC" '^0$'
+expect "the waiting request is answered 503" "$(cat "$TMP/open1")" '^503 '
+expect "the running request is answered 503" "$(cat "$TMP/open2")" '^503 '
+expect "all three are recorded as cancelled by the shutdown" \
+        "$(sqlite3 "$db" "SELECT function || ':' || status FROM invocations WHERE function IN ('boots', 'boots2', 'runs') ORDER BY function" | tr '\n' ' ')" \
+        '^boots:cancelled boots2:cancelled runs:cancelled $'
+expect "saying why" "$(sqlite3 "$db" "SELECT DISTINCT error FROM invocations WHERE function IN ('boots', 'boots2', 'runs')")" \
+        '^the daemon shut down before the invocation ended$'
 finish
