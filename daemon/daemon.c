@@ -392,7 +392,8 @@ static void release_guests(cvmd *d) {
                 size_t n = cvm_vms_count(d->vms);
                 if (n)
                         log_info("stopping %zu VM(s)", n);
-                d->host->ops->free(d->host);
+                if (d->host->ops->free(d->host) < 0)
+                        d->unclean = true;
                 d->host = NULL;
         }
         cvm_vms_free(d->vms);
@@ -430,8 +431,9 @@ static void finish_shutdown(cvmd *d) {
         d->metrics = NULL;
         cvm_store_close(d->store);
         d->store = NULL;
-        log_info("cvmd stopped (%llu writes stored before shutdown, %llu dropped)",
-                 (unsigned long long)st.written, (unsigned long long)st.dropped);
+        log_info("cvmd stopped (%llu writes stored before shutdown, %llu dropped)%s",
+                 (unsigned long long)st.written, (unsigned long long)st.dropped,
+                 d->unclean ? ", not cleanly: see above" : "");
 }
 
 static void on_drain_tick(uv_timer_t *t) {
@@ -459,7 +461,7 @@ void cvmd_shutdown(cvmd *d, const char *why) {
 
 int cvmd_run(cvmd *d) {
         uv_run(&d->loop, UV_RUN_DEFAULT);
-        return 0;
+        return d->unclean ? EXIT_FAILURE : 0;
 }
 
 static void close_handle(uv_handle_t *h, void *arg) {

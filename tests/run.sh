@@ -9,6 +9,7 @@ cd "$root" || exit 2
 passed=0
 failed=0
 failures=()
+failed_tests=()
 logdir=$(mktemp -d "${TMPDIR:-/tmp}/cvm-tests.XXXXXX")
 trap 'rm -rf "$logdir"' EXIT
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
@@ -21,6 +22,12 @@ record() { # suite pass fail log
         if [ "$3" -gt 0 ]; then
                 failures+=("$1")
                 sed 's/^/    | /' "$4" | tail -n 60
+                # The failing checks themselves, repeated at the end where a
+                # reader of only the last lines (CI's summary) sees them.
+                local line
+                while IFS= read -r line; do
+                        failed_tests+=("$1: $line")
+                done < <(grep -E '^(not ok |\[  FAILED  \] [a-z_])' "$4" | head -n 10)
         fi
 }
 
@@ -85,6 +92,10 @@ fi
 if [ ${#failures[@]} -gt 0 ]; then
         echo "failed suites:"
         printf '  %s\n' "${failures[@]}"
+fi
+if [ ${#failed_tests[@]} -gt 0 ]; then
+        echo "failed tests (at most 10 per suite):"
+        printf '  %s\n' "${failed_tests[@]}"
 fi
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

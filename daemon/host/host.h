@@ -69,8 +69,10 @@ typedef struct cvm_host_ops {
         json_t *(*psp_json)(cvm_host *host);
         /* ASIDs a launch could take now (free and dirty ones). */
         uint32_t (*asids_available)(cvm_host *host);
-        /* Kills every VM at once without callbacks (daemon exit), then frees. */
-        void (*free)(cvm_host *host);
+        /* Kills every VM at once without callbacks (daemon exit), then frees.
+         * Returns a negative errno if it had to leave some behind (it logs
+         * which); the daemon then exits non-zero. */
+        int (*free)(cvm_host *host);
 } cvm_host_ops;
 
 /* Called when a ready VM dies outside any step (its agent exited, the guest

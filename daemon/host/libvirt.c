@@ -46,6 +46,7 @@ typedef struct lv_config {
         char *log_dir; /* Serial consoles; NULL: STATE_DIR/libvirt-vms. */
         lv_snp_mode snp;
         uint32_t boot_timeout_ms; /* Resume to the agent's HELLO. */
+        uint32_t stop_timeout_ms; /* At exit, for the destroys and any call in flight. */
         uint32_t heartbeat_ms;
         uint32_t workers;    /* Threads making libvirt calls. */
         bool plain_firmware; /* Plain guests boot the image's firmware too (else the BIOS). */
@@ -73,6 +74,7 @@ typedef struct lv_job {
         int result;
         cvm_error err;
         uint64_t queued_ns, started_ns, finished_ns; /* uv_hrtime: any thread may read it. */
+        uint32_t slot;                               /* In lv_host.running while a worker has it. */
         struct lv_job *next;
 } lv_job;
 
@@ -144,7 +146,11 @@ struct lv_host {
         lv_event *events;
         bool workers_exit;                     /* Workers leave once the queue is empty. */
         pthread_t workers[2 * LV_WORKERS_MAX]; /* At exit, destroyers join the workers. */
+        lv_job *running[2 * LV_WORKERS_MAX];   /* The calls in flight, to name stuck ones. */
         uint32_t n_workers;
+        /* A call never returned at exit: its thread still uses this struct,
+         * so nothing shared is freed and no thread signals the loop. */
+        bool abandoned;
         uv_async_t async;
         /* libvirt's event loop. */
         pthread_t event_thread;
@@ -155,8 +161,9 @@ struct lv_host {
 /* Configuration. */
 
 static const char *const lv_fields[] = {
-        "uri",     "machine",        "accel",        "log_dir",    "snp", "boot_timeout_ms",
-        "workers", "plain_firmware", "heartbeat_ms", "cert_chain", NULL};
+        "uri",          "machine",         "accel",           "log_dir",
+        "snp",          "boot_timeout_ms", "workers",         "plain_firmware",
+        "heartbeat_ms", "cert_chain",      "stop_timeout_ms", NULL};
 
 static void lv_config_done(lv_config *c) {
         free(c->uri);
@@ -169,6 +176,11 @@ static int lv_config_parse(json_t *s, lv_config *ret, cvm_error *err) {
                        .accel = ACCEL_AUTO,
                        .snp = SNP_AUTO,
                        .boot_timeout_ms = 60000,
+                       /* libvirt gives a destroy up to 30 s to take its
+                        * domain from another call and ~10 s to kill QEMU;
+                        * with the default shutdown grace (10 s) the exit
+                        * ends within the unit's TimeoutStopSec (60 s). */
+                       .stop_timeout_ms = 45000,
                        .heartbeat_ms = 1000,
                        .workers = 4};
         const char *uri = NULL, *machine = NULL, *accel = NULL, *log_dir = NULL, *snp = NULL,
@@ -191,6 +203,11 @@ static int lv_config_parse(json_t *s, lv_config *ret, cvm_error *err) {
                                           err)) < 0)
                         return r;
                 c.boot_timeout_ms = (uint32_t)v;
+                v = c.stop_timeout_ms;
+                if ((r = cvm_json_get_int(s, "libvirt", "stop_timeout_ms", false, 1000, 600000, &v,
+                                          err)) < 0)
+                        return r;
+                c.stop_timeout_ms = (uint32_t)v;
                 v = c.heartbeat_ms;
                 if ((r = cvm_json_get_int(s, "libvirt", "heartbeat_ms", false, 0, 600000, &v,
                                           err)) < 0)
@@ -283,13 +300,22 @@ __attribute__((format(printf, 2, 3))) static int lv_error(cvm_error *err, const 
 
 /* Workers. */
 
+static void job_free(lv_job *job);
+
 static void push_done(lv_host *lh, lv_job *job) {
         job->finished_ns = uv_hrtime();
         pthread_mutex_lock(&lh->mu);
-        job->next = lh->done;
-        lh->done = job;
+        lh->running[job->slot] = NULL;
+        bool abandoned = lh->abandoned;
+        if (!abandoned) {
+                job->next = lh->done;
+                lh->done = job;
+        }
         pthread_mutex_unlock(&lh->mu);
-        uv_async_send(&lh->async);
+        if (abandoned)
+                job_free(job);
+        else
+                uv_async_send(&lh->async);
 }
 
 /* Destroys (if running) and undefines one domain; a missing domain is fine. */
@@ -396,6 +422,10 @@ static void *worker_main(void *arg) {
                 lh->queue = job->next;
                 if (!lh->queue)
                         lh->queue_tail = NULL;
+                /* There are as many slots as threads, so one is free. */
+                for (job->slot = 0; lh->running[job->slot]; job->slot++)
+                        ;
+                lh->running[job->slot] = job;
                 pthread_mutex_unlock(&lh->mu);
                 job->next = NULL;
                 job->started_ns = uv_hrtime();
@@ -422,14 +452,57 @@ static int start_workers(lv_host *lh, uint32_t count, cvm_error *err) {
         return 0;
 }
 
-static void join_workers(lv_host *lh) {
+/* Lets the workers finish the queue and joins them; a worker still in a
+ * call at the deadline (CLOCK_REALTIME) is left to it. Returns how many were. */
+static uint32_t join_workers(lv_host *lh, const struct timespec *deadline) {
         pthread_mutex_lock(&lh->mu);
         lh->workers_exit = true;
         pthread_cond_broadcast(&lh->cond);
         pthread_mutex_unlock(&lh->mu);
+        uint32_t stuck = 0;
         for (uint32_t i = 0; i < lh->n_workers; i++)
-                pthread_join(lh->workers[i], NULL);
+                if (pthread_timedjoin_np(lh->workers[i], NULL, deadline) != 0) {
+                        pthread_detach(lh->workers[i]);
+                        stuck++;
+                }
         lh->n_workers = 0;
+        return stuck;
+}
+
+static const char *job_kind_name(lv_job_kind kind) {
+        switch (kind) {
+        case JOB_PREPARE: return "define and start";
+        case JOB_RESUME: return "resume";
+        case JOB_DESTROY: return "destroy";
+        case JOB_REAP: return "look for old domains";
+        }
+        return "call";
+}
+
+/* Says which calls never returned, and stops every thread from touching the
+ * loop: their answers are dropped from now on. */
+static void abandon_calls(lv_host *lh, uint32_t stuck) {
+        char calls[1024] = "";
+        size_t len = 0;
+        uint64_t now = uv_hrtime();
+        pthread_mutex_lock(&lh->mu);
+        lh->abandoned = true;
+        for (size_t i = 0; i < CVM_ARRAY_SIZE(lh->running) && len < sizeof(calls); i++) {
+                const lv_job *j = lh->running[i];
+                if (!j)
+                        continue;
+                int n = snprintf(calls + len, sizeof(calls) - len, "%s%s of %s for %.0f s",
+                                 len ? ", " : "", job_kind_name(j->kind),
+                                 j->name[0] ? j->name : "all domains",
+                                 (double)(now - j->started_ns) / 1e9);
+                if (n > 0)
+                        len += (size_t)n;
+        }
+        pthread_mutex_unlock(&lh->mu);
+        log_error("libvirt: %u call(s) did not return within %u ms of the shutdown (%s); "
+                  "exiting without them: domains may be left running (the next cvmd "
+                  "destroys them)",
+                  stuck, lh->cfg.stop_timeout_ms, len ? calls : "none named");
 }
 
 static void job_free(lv_job *job) {
@@ -537,10 +610,16 @@ static int on_lifecycle(virConnectPtr conn, virDomainPtr dom, int event, int det
         ev->event = event;
         ev->detail = detail;
         pthread_mutex_lock(&lh->mu);
-        ev->next = lh->events;
-        lh->events = ev;
+        bool abandoned = lh->abandoned;
+        if (!abandoned) {
+                ev->next = lh->events;
+                lh->events = ev;
+        }
         pthread_mutex_unlock(&lh->mu);
-        uv_async_send(&lh->async);
+        if (abandoned)
+                free(ev);
+        else
+                uv_async_send(&lh->async);
         return 0;
 }
 
@@ -1064,9 +1143,13 @@ static size_t queue_destroys(lv_host *lh) {
 }
 
 static void drop_done(lv_host *lh, bool report) {
-        while (lh->done) {
-                lv_job *j = lh->done;
-                lh->done = j->next;
+        pthread_mutex_lock(&lh->mu);
+        lv_job *done = lh->done;
+        lh->done = NULL;
+        pthread_mutex_unlock(&lh->mu);
+        while (done) {
+                lv_job *j = done;
+                done = j->next;
                 if (report && j->kind == JOB_DESTROY && j->result < 0)
                         log_warn("libvirt: %s", j->err.message);
                 job_free(j);
@@ -1078,8 +1161,10 @@ static void drop_done(lv_host *lh, bool report) {
  * that waits on a guest (its monitor has no timeout) returns only once that
  * guest's QEMU is gone, so the destroys must not wait for it. A prepare in
  * flight may define its domain after that domain's destroy ran: a second
- * pass, once every call has returned, catches it. */
-static void host_release(lv_host *lh) {
+ * pass, once every call has returned, catches it. A call that has not
+ * returned within stop_timeout_ms is left behind with what it uses.
+ * Returns -EBUSY then. */
+static int host_release(lv_host *lh) {
         pthread_mutex_lock(&lh->mu);
         lv_job *queued = lh->queue;
         lh->queue = lh->queue_tail = NULL;
@@ -1093,6 +1178,11 @@ static void host_release(lv_host *lh) {
          * says which wait it is stuck in. */
         cvm_error err = {0};
         uint64_t t0 = uv_hrtime();
+        struct timespec deadline;
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        uint64_t ns = (uint64_t)deadline.tv_nsec + (uint64_t)lh->cfg.stop_timeout_ms * 1000000;
+        deadline.tv_sec += (time_t)(ns / 1000000000);
+        deadline.tv_nsec = (long)(ns % 1000000000);
         size_t n = queue_destroys(lh);
         if (n) {
                 log_info("libvirt: destroying %zu domain(s)", n);
@@ -1100,24 +1190,39 @@ static void host_release(lv_host *lh) {
                     0)
                         log_warn("libvirt: %s: the workers destroy the domains", err.message);
         }
-        join_workers(lh);
+        uint32_t stuck = join_workers(lh, &deadline);
+        if (stuck)
+                abandon_calls(lh, stuck);
         drop_done(lh, true);
-        while (lh->events) {
-                lv_event *ev = lh->events;
-                lh->events = ev->next;
-                free(ev);
+        if (!stuck) {
+                if (queue_destroys(lh) && start_workers(lh, lh->cfg.workers, &err) < 0)
+                        log_warn("libvirt: %s: domains may be left running", err.message);
+                stuck = join_workers(lh, &deadline);
+                if (stuck)
+                        abandon_calls(lh, stuck);
+                drop_done(lh, false);
         }
-        if (queue_destroys(lh) && start_workers(lh, lh->cfg.workers, &err) < 0)
-                log_warn("libvirt: %s: domains may be left running", err.message);
-        join_workers(lh);
-        drop_done(lh, false);
-        if (n)
+        if (n && !stuck)
                 log_info("libvirt: %zu domain(s) destroyed in %.0f ms", n,
                          (double)(uv_hrtime() - t0) / 1e6);
-        while (lh->queue) {
-                lv_job *j = lh->queue;
-                lh->queue = j->next;
+        /* What the threads could still add (left-over destroys, events of the
+         * domains just destroyed), taken under the lock: the event thread
+         * runs until the connection closes. */
+        pthread_mutex_lock(&lh->mu);
+        queued = lh->queue;
+        lh->queue = lh->queue_tail = NULL;
+        lv_event *events = lh->events;
+        lh->events = NULL;
+        pthread_mutex_unlock(&lh->mu);
+        while (queued) {
+                lv_job *j = queued;
+                queued = j->next;
                 job_free(j);
+        }
+        while (events) {
+                lv_event *ev = events;
+                events = ev->next;
+                free(ev);
         }
         while (lh->vms) {
                 lv_vm *lv = lh->vms;
@@ -1136,6 +1241,10 @@ static void host_release(lv_host *lh) {
                 lv->vm->host_data = NULL;
                 vm_unlink_free(lv);
         }
+        /* A stuck call holds the connection, and may need the event thread
+         * (or block it): both stay, with the process about to exit. */
+        if (stuck)
+                return -EBUSY;
         if (lh->conn) {
                 if (lh->lifecycle_cb_id >= 0)
                         virConnectDomainEventDeregisterAny(lh->conn, lh->lifecycle_cb_id);
@@ -1155,15 +1264,18 @@ static void host_release(lv_host *lh) {
         free(lh->vm_dir);
         free(lh->log_dir);
         free(lh->chain_pem);
+        return 0;
 }
 
-static void lv_free(cvm_host *host) {
+static int lv_free(cvm_host *host) {
         lv_host *lh = (lv_host *)host;
         if (!lh)
-                return;
-        host_release(lh);
-        /* lh itself goes when the async handle has closed. */
-        uv_close((uv_handle_t *)&lh->async, async_closed);
+                return 0;
+        int r = host_release(lh);
+        /* lh itself goes when the async handle has closed, unless a thread
+         * left in a call still uses it. */
+        uv_close((uv_handle_t *)&lh->async, r < 0 ? NULL : async_closed);
+        return r;
 }
 
 static const cvm_host_ops lv_ops = {

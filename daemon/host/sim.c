@@ -1009,10 +1009,10 @@ static void sigchld_closed(uv_handle_t *h) {
         free(h->data);
 }
 
-static void sim_free(cvm_host *host) {
+static int sim_free(cvm_host *host) {
         sim_host *sh = (sim_host *)host;
         if (!sh)
-                return;
+                return 0;
         while (sh->vms) {
                 sim_vm *sv = sh->vms;
                 while (sv->invokes) {
@@ -1051,6 +1051,7 @@ static void sim_free(cvm_host *host) {
         free(sh->pids);
         free(sh->root);
         /* sh itself is freed when the signal handle has closed. */
+        return 0;
 }
 
 static const cvm_host_ops sim_ops = {

@@ -24,7 +24,8 @@ cleanup() {
         if [ -n "$CVMD_PID" ] && kill -0 "$CVMD_PID" 2>/dev/null; then
                 kill -KILL "$CVMD_PID" 2>/dev/null
         fi
-        rm -rf "$TMP"
+        # CVM_KEEP_TMP=1 keeps the daemon's log and state for a look afterwards.
+        [ -n "${CVM_KEEP_TMP:-}" ] || rm -rf "$TMP"
 }
 
 # wait_qemu SECONDS: waits for the QEMU in QEMU_PID to exit by itself and
@@ -104,6 +105,14 @@ start_daemon() {
         return 1
 }
 
+# lock_holders FILE: the processes that have FILE open.
+lock_holders() {
+        local fd
+        for fd in /proc/[0-9]*/fd/*; do
+                [ "$(readlink "$fd" 2>/dev/null)" = "$1" ] && echo "${fd#/proc/}" | cut -d/ -f1
+        done | sort -u
+}
+
 # stop_daemon: SIGTERM and wait; the exit status is left in STOP_RC. A
 # daemon that has not exited after CVM_STOP_TIMEOUT seconds (default 120) is
 # a failure: its threads' stacks and its log are printed, then it is killed.
@@ -116,12 +125,24 @@ stop_daemon() {
                         # Threads all stopped (t) with a tracer child: LeakSanitizer's
                         # check at exit, which gdb cannot attach to.
                         ps -L -o tid,stat,wchan:32,comm -p "$CVMD_PID" | sed 's/^/#   /'
-                        ps -o pid,stat,comm --ppid "$CVMD_PID" | sed 's/^/#   /'
                         timeout 60 gdb -batch -p "$CVMD_PID" -ex 'thread apply all bt' 2>&1 |
                                 grep -E '^(Thread|#)' | sed 's/^/#   /'
+                        # A child forked by the daemon (libvirt starts QEMU so)
+                        # that never got to exec holds the daemon's files,
+                        # the state directory's lock among them.
+                        local p holders
+                        holders=$(lock_holders "$STATE/cvmd.lock")
+                        for p in $(pgrep -P "$CVMD_PID") $holders; do
+                                [ "$p" = "$CVMD_PID" ] && continue
+                                echo "# child or lock holder $p:"
+                                ps -o pid,ppid,stat,wchan:32,args -p "$p" | sed 's/^/#   /'
+                                timeout 60 gdb -batch -p "$p" -ex 'thread apply all bt' 2>&1 |
+                                        grep -E '^(Thread|#)' | sed 's/^/#   /'
+                        done
                         echo "# daemon log:"
                         tail -n 40 "$LOG" | sed 's/^/#   /'
                         kill -KILL "$CVMD_PID"
+                        for p in $holders; do kill -KILL "$p" 2>/dev/null; done
                         break
                 fi
                 sleep 0.1

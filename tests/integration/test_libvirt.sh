@@ -78,6 +78,38 @@ for _ in $(seq 1 50); do api GET /v1/functions/echo | grep -q '^200' && break; s
 expect "functions come back on libvirt" "$(curl -s --unix-socket "$SOCK" -d 'back' http://cvmd/v1/functions/echo/invoke)" '^back$'
 stop_daemon
 
+# A libvirt call that never returns does not hold the exit: a shim holds
+# every virDomainResume while $TMP/stall exists; at SIGTERM the guest is
+# destroyed all the same, and after libvirt.stop_timeout_ms the daemon names
+# the call and exits 1.
+if cc -std=c17 -Wall -Wextra -Werror -shared -fPIC -o "$TMP/stall.so" \
+        "$CVM_ROOT/tests/tools/libvirt_stall.c" -ldl >"$TMP/stall.log" 2>&1; then
+        sed 's/^{"libvirt": {"machine": "q35"}/{"shutdown_grace_ms": 1000, "libvirt": {"machine": "q35", "stop_timeout_ms": 3000}/' \
+                "$TMP/cfg.json" >"$TMP/stall.json"
+        touch "$TMP/stall"
+        # ASan wants to come first among the libraries; the shim does not touch memory.
+        CVM_TEST_STALL="$TMP/stall" LD_PRELOAD="$TMP/stall.so" \
+                ASAN_OPTIONS="${ASAN_OPTIONS:-}:verify_asan_link_order=0" \
+                start_daemon --config "$TMP/stall.json" --host libvirt || not_ok "start with a stalling libvirt"
+        for _ in $(seq 1 50); do api GET /v1/functions/echo | grep -q '^200' && break; sleep 0.1; done
+        curl -s -o "$TMP/stalled.out" --unix-socket "$SOCK" -d 'stalled' http://cvmd/v1/functions/echo/invoke &
+        stalled=$!
+        for _ in $(seq 1 600); do
+                api GET '/v1/vms?function=echo' | grep -q '"state": *"launching"' && break
+                sleep 0.1
+        done
+        expect "a resume that never returns holds the launch" \
+                "$(api GET '/v1/vms?function=echo' | grep -o '"state": *"[a-z]*"')" 'launching'
+        stop_daemon
+        wait "$stalled"
+        expect "the daemon exits 1 when a libvirt call never returns" "$STOP_RC" '^1$'
+        expect "and names the call" "$(grep 'did not return' "$LOG")" \
+                'error: libvirt: 1 call\(s\) did not return within 3000 ms of the shutdown \(resume of cvmd-vm-[0-9a-f]+ for [0-9]+ s\)'
+        expect "its guest is destroyed all the same" "$(qemus)" '^0$'
+else
+        not_ok "the libvirt stall shim builds" "$(cat "$TMP/stall.log")"
+fi
+
 # SNP cannot be had here, and asking for it says what is missing.
 sed 's/"machine": "q35"}/"machine": "q35", "snp": "on"}/' "$TMP/cfg.json" >"$TMP/snp.json"
 out=$("$CVMD" --config "$TMP/snp.json" --host libvirt --state-dir "$STATE" --listen "unix:$TMP/snp.sock" 2>&1); rc=$?
