@@ -113,36 +113,36 @@ lock_holders() {
         done | sort -u
 }
 
+# short_stack PID: the innermost frames of PID's main thread on one line, so
+# that a failure's name says where it is stuck.
+short_stack() {
+        timeout 60 gdb -batch -p "$1" -ex 'bt 10' 2>/dev/null |
+                sed -En 's/^#[0-9]+ +(0x[0-9a-f]+ in )?([^ ]+) .*/\2/p' | paste -sd'<' -
+}
+
 # stop_daemon: SIGTERM and wait; the exit status is left in STOP_RC. A
 # daemon that has not exited after CVM_STOP_TIMEOUT seconds (default 120) is
 # a failure: its threads' stacks and its log are printed, then it is killed.
+# So is a process that outlives it holding the state directory's lock (a
+# child forked by the daemon, as libvirt starts QEMU, that never got to exec).
 stop_daemon() {
         kill -TERM "$CVMD_PID"
-        local waited=0 limit=$((${CVM_STOP_TIMEOUT:-120} * 10))
+        local waited=0 limit=$((${CVM_STOP_TIMEOUT:-120} * 10)) p
         while kill -0 "$CVMD_PID" 2>/dev/null && [ "$(ps -o stat= -p "$CVMD_PID")" != Z ]; do
                 if [ "$waited" -ge "$limit" ]; then
-                        not_ok "cvmd exits within ${CVM_STOP_TIMEOUT:-120} s of SIGTERM"
                         # Threads all stopped (t) with a tracer child: LeakSanitizer's
                         # check at exit, which gdb cannot attach to.
+                        not_ok "cvmd exits within ${CVM_STOP_TIMEOUT:-120} s of SIGTERM (at $(short_stack "$CVMD_PID"))"
                         ps -L -o tid,stat,wchan:32,comm -p "$CVMD_PID" | sed 's/^/#   /'
                         timeout 60 gdb -batch -p "$CVMD_PID" -ex 'thread apply all bt' 2>&1 |
                                 grep -E '^(Thread|#)' | sed 's/^/#   /'
-                        # A child forked by the daemon (libvirt starts QEMU so)
-                        # that never got to exec holds the daemon's files,
-                        # the state directory's lock among them.
-                        local p holders
-                        holders=$(lock_holders "$STATE/cvmd.lock")
-                        for p in $(pgrep -P "$CVMD_PID") $holders; do
-                                [ "$p" = "$CVMD_PID" ] && continue
-                                echo "# child or lock holder $p:"
+                        for p in $(pgrep -P "$CVMD_PID"); do
+                                echo "# child $p:"
                                 ps -o pid,ppid,stat,wchan:32,args -p "$p" | sed 's/^/#   /'
-                                timeout 60 gdb -batch -p "$p" -ex 'thread apply all bt' 2>&1 |
-                                        grep -E '^(Thread|#)' | sed 's/^/#   /'
                         done
                         echo "# daemon log:"
                         tail -n 40 "$LOG" | sed 's/^/#   /'
                         kill -KILL "$CVMD_PID"
-                        for p in $holders; do kill -KILL "$p" 2>/dev/null; done
                         break
                 fi
                 sleep 0.1
@@ -150,6 +150,13 @@ stop_daemon() {
         done
         STOP_RC=0
         wait "$CVMD_PID" || STOP_RC=$?
+        for p in $(lock_holders "$STATE/cvmd.lock"); do
+                not_ok "nothing of cvmd outlives it: $p ($(ps -o stat=,wchan=,comm= -p "$p" | tr -s ' ')) holds its lock at $(short_stack "$p")"
+                ps -o pid,ppid,stat,wchan:32,args -p "$p" | sed 's/^/#   /'
+                timeout 60 gdb -batch -p "$p" -ex 'thread apply all bt' 2>&1 |
+                        grep -E '^(Thread|#)' | sed 's/^/#   /'
+                kill -KILL "$p" 2>/dev/null
+        done
         CVMD_PID=
 }
 
