@@ -77,7 +77,8 @@ struct cvm_functions {
         async_entry *async_head, *async_tail;
         uint32_t async_count;
         cvm_timer *async_sweep;
-        cvm_invocation *invs; /* Every invocation not yet finished. */
+        cvm_invocation *invs;          /* Every invocation not yet finished. */
+        struct cvm_fn_attest *attests; /* Every attestation not yet answered. */
 };
 
 struct cvm_invocation {
@@ -1137,8 +1138,18 @@ struct cvm_fn_attest {
         void *userdata;
         cvm_pool_waiter *waiter;
         cvm_pool_vm *pvm;
+        cvm_timer *deadline; /* While waiting for a VM, as an invocation does. */
+        uint32_t timeout_ms;
+        char function[CVM_FUNCTION_NAME_MAX + 1];
         bool forgotten;
+        struct cvm_fn_attest *prev, *next;
 };
+
+static void attest_free(cvm_fn_attest *a) {
+        CVM_LIST_REMOVE(a->fns->attests, a);
+        cvm_timer_free(a->deadline);
+        free(a);
+}
 
 static void on_fn_attested(cvm_vm *vm, const cvm_host_attestation *att, const cvm_error *err,
                            void *ud) {
@@ -1147,7 +1158,7 @@ static void on_fn_attested(cvm_vm *vm, const cvm_host_attestation *att, const cv
         cvm_pool_release(a->pvm);
         if (!a->forgotten)
                 a->cb(vm, att, err, a->userdata);
-        free(a);
+        attest_free(a);
 }
 
 static int fn_attest_on(cvm_fn_attest *a, cvm_pool_vm *pvm, cvm_error *err) {
@@ -1163,13 +1174,27 @@ static void on_attest_grant(cvm_pool_waiter *w, const cvm_pool_grant *g, void *u
         (void)w;
         cvm_fn_attest *a = ud;
         a->waiter = NULL;
+        cvm_timer_stop(a->deadline);
         cvm_error err = {0};
         if (!g->vm || fn_attest_on(a, g->vm, &err) < 0) {
                 if (!a->forgotten)
                         a->cb(g->vm ? cvm_pool_vm_handle(g->vm) : NULL, NULL, g->vm ? &err : g->err,
                               a->userdata);
-                free(a);
+                attest_free(a);
         }
+}
+
+static void on_attest_deadline(cvm_timer *t, void *ud) {
+        (void)t;
+        cvm_fn_attest *a = ud;
+        cvm_pool_cancel(a->waiter);
+        a->waiter = NULL;
+        cvm_error err;
+        cvm_error_set(&err, -ETIMEDOUT, "no VM of %s became available within %u ms", a->function,
+                      a->timeout_ms);
+        if (!a->forgotten)
+                a->cb(NULL, NULL, &err, a->userdata);
+        attest_free(a);
 }
 
 int cvm_function_attest(cvm_function *fn, const uint8_t nonce[64], cvm_fn_attest_cb cb,
@@ -1177,14 +1202,23 @@ int cvm_function_attest(cvm_function *fn, const uint8_t nonce[64], cvm_fn_attest
         cvm_fn_attest *a = calloc(1, sizeof(*a));
         if (!a)
                 return cvm_error_set(err, -ENOMEM, "out of memory");
-        *a = (cvm_fn_attest){.fns = fn->fns, .cb = cb, .userdata = userdata};
+        *a = (cvm_fn_attest){.fns = fn->fns,
+                             .cb = cb,
+                             .userdata = userdata,
+                             .timeout_ms = fn->gen->spec.timeout_ms};
+        CVM_LIST_PREPEND(fn->fns->attests, a);
+        snprintf(a->function, sizeof(a->function), "%s", fn->name);
         memcpy(a->nonce, nonce, sizeof(a->nonce));
         cvm_pool_vm *pvm = NULL;
-        int r = cvm_pool_acquire(fn->gen->pool, on_attest_grant, a, &pvm, &a->waiter, err);
+        int r = cvm_timer_new(fn->fns->d.clock, on_attest_deadline, a, &a->deadline, err);
+        if (r >= 0)
+                r = cvm_pool_acquire(fn->gen->pool, on_attest_grant, a, &pvm, &a->waiter, err);
         if (r == 1)
                 r = fn_attest_on(a, pvm, err);
+        else if (r >= 0)
+                cvm_timer_start(a->deadline, (uint64_t)a->timeout_ms * CVM_NSEC_PER_MSEC);
         if (r < 0) {
-                free(a);
+                attest_free(a);
                 return r;
         }
         *ret = a;
@@ -1196,7 +1230,7 @@ void cvm_fn_attest_forget(cvm_fn_attest *a) {
                 return;
         if (a->waiter) {
                 cvm_pool_cancel(a->waiter);
-                free(a);
+                attest_free(a);
                 return;
         }
         a->forgotten = true;
@@ -1227,10 +1261,10 @@ void cvm_functions_free(cvm_functions *fns) {
                 fns->puts->cb = NULL;
                 put_free(fns->puts);
         }
-        /* Invocations still open at exit are recorded, and their async
-         * results filled, but nobody is called back: the HTTP server has
-         * answered their requests already, and the host stops their VMs
-         * without callbacks. */
+        /* Invocations and attestations still open at exit end without
+         * callbacks: the HTTP server has answered their requests already,
+         * and the host stops their VMs without callbacks. Invocations are
+         * recorded, and their async results filled. */
         while (fns->invs) {
                 cvm_invocation *inv = fns->invs;
                 if (inv->waiter) {
@@ -1242,6 +1276,11 @@ void cvm_functions_free(cvm_functions *fns) {
                 inv->forgotten = true;
                 finish_error(inv, 503, "shutting_down", "cancelled",
                              "the daemon shut down before the invocation ended");
+        }
+        while (fns->attests) {
+                cvm_fn_attest *a = fns->attests;
+                cvm_pool_cancel(a->waiter);
+                attest_free(a);
         }
         while (fns->async_head)
                 async_unlink(fns, fns->async_head);

@@ -170,10 +170,18 @@ expect "a VM dying under a function's invocation is a 502" "$out" '^502 warm vm-
 sleep 0.3
 expect "the function gets a new VM next time" "$(pool dies launches)" '^2$'
 
+# An attestation waits for a VM as an invocation does, up to the timeout.
+nonce="{\"nonce\": \"$(printf '%0128d' 0)\"}"
+put waits '{"handler": {"exec": ["/bin/cat"]}, "image": {"firmware_boot_ms": 20000}, "timeout_ms": 1000}' >/dev/null
+expect "an attestation that finds no VM within the timeout is a 504" \
+        "$(api POST /v1/functions/waits/attestation -H "Content-Type: application/json" -d "$nonce")" \
+        '^504 \{"error":"timeout","message":"no VM of waits became available within 1000 ms"\}$'
+
 # Shutdown with invocations open: one waiting for a slow cold start, one
-# async one waiting too, one running. A second SIGTERM ends the grace period:
-# the requests are answered 503, every invocation is recorded as cancelled,
-# and the daemon exits 0 (no timer of theirs fires after the exit's frees).
+# async one waiting too, one running, and an attestation waiting. A second
+# SIGTERM ends the grace period: the requests are answered 503, every
+# invocation is recorded as cancelled, and the daemon exits 0 (no timer of
+# theirs fires after the exit's frees, nothing leaks).
 put boots '{"handler": {"exec": ["/bin/cat"]}, "image": {"firmware_boot_ms": 20000}}' >/dev/null
 put boots2 '{"handler": {"exec": ["/bin/cat"]}, "image": {"firmware_boot_ms": 20000}}' >/dev/null
 put runs '{"handler": {"exec": ["'"$TMP/sleep.sh"'", "20"]}}' >/dev/null
@@ -181,16 +189,21 @@ put runs '{"handler": {"exec": ["'"$TMP/sleep.sh"'", "20"]}}' >/dev/null
 open1=$!
 (invoke runs -d x >"$TMP/open2") &
 open2=$!
+put boots3 '{"handler": {"exec": ["/bin/cat"]}, "image": {"firmware_boot_ms": 20000}}' >/dev/null
+curl -s --unix-socket "$SOCK" -o /dev/null -w "%{http_code}" -H "Content-Type: application/json" -d "$nonce" \
+        http://cvmd/v1/functions/boots3/attestation >"$TMP/open3" &
+open3=$!
 expect "an async invocation waits too" "$(api POST '/v1/functions/boots2/invoke?mode=async' -d y)" '^202 '
 running() { [ "$(api GET '/v1/vms?function=runs' | grep -o '"active":1')" = '"active":1' ]; }
 check "the running invocation runs" wait_for 5 running
 kill -TERM "$CVMD_PID"
 sleep 0.3
 stop_daemon
-wait "$open1" "$open2"
+wait "$open1" "$open2" "$open3"
 expect "a second SIGTERM with invocations open exits 0" "$STOP_RC" '^0$'
 expect "the waiting request is answered 503" "$(cat "$TMP/open1")" '^503 '
 expect "the running request is answered 503" "$(cat "$TMP/open2")" '^503 '
+expect "the waiting attestation is answered 503" "$(cat "$TMP/open3")" '^503$'
 expect "all three are recorded as cancelled by the shutdown" \
         "$(sqlite3 "$db" "SELECT function || ':' || status FROM invocations WHERE function IN ('boots', 'boots2', 'runs') ORDER BY function" | tr '\n' ' ')" \
         '^boots:cancelled boots2:cancelled runs:cancelled $'
