@@ -1525,9 +1525,12 @@ static int host_open(lv_host *lh, const char *state_dir, cvm_error *err) {
 
 /* Once the async handle exists: the threads may report from now on. */
 static int host_start(lv_host *lh, cvm_error *err) {
-        lh->lifecycle_cb_id =
-                virConnectDomainEventRegisterAny(lh->conn, NULL, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
-                                                 VIR_DOMAIN_EVENT_CALLBACK(on_lifecycle), lh, NULL);
+        /* libvirt takes every event's callback as one generic type and calls
+         * it back as the event's own; through void (*)(void), the cast says
+         * so to both compilers. */
+        lh->lifecycle_cb_id = virConnectDomainEventRegisterAny(
+                lh->conn, NULL, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                (virConnectDomainEventGenericCallback)(void (*)(void))on_lifecycle, lh, NULL);
         if (lh->lifecycle_cb_id < 0)
                 return cvm_error_set(err, -EIO, "libvirt: cannot watch domain events: %s",
                                      virGetLastErrorMessage());

@@ -27,7 +27,6 @@
 #include "unit_tmp.h"
 
 CVM_DEFINE_CLEANUP(EVP_PKEY *, EVP_PKEY_free)
-CVM_DEFINE_CLEANUP(X509 *, X509_free)
 
 #define DEFAULT_POLICY_FILE "policy/attestation-policy.json"
 
