@@ -70,8 +70,9 @@ typedef struct cvm_host_ops {
         /* ASIDs a launch could take now (free and dirty ones). */
         uint32_t (*asids_available)(cvm_host *host);
         /* Kills every VM at once without callbacks (daemon exit), then frees.
-         * Returns a negative errno if it had to leave some behind (it logs
-         * which); the daemon then exits non-zero. */
+         * Returns a negative errno if it had to leave work behind (it logs
+         * what, and keeps what that work still uses); the daemon then exits
+         * non-zero. */
         int (*free)(cvm_host *host);
 } cvm_host_ops;
 

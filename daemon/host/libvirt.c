@@ -310,12 +310,12 @@ static void push_done(lv_host *lh, lv_job *job) {
         if (!abandoned) {
                 job->next = lh->done;
                 lh->done = job;
+                /* Under mu: once abandoned is set, the handle may be closed. */
+                uv_async_send(&lh->async);
         }
         pthread_mutex_unlock(&lh->mu);
         if (abandoned)
                 job_free(job);
-        else
-                uv_async_send(&lh->async);
 }
 
 /* Destroys (if running) and undefines one domain; a missing domain is fine. */
@@ -426,9 +426,9 @@ static void *worker_main(void *arg) {
                 for (job->slot = 0; lh->running[job->slot]; job->slot++)
                         ;
                 lh->running[job->slot] = job;
+                job->started_ns = uv_hrtime(); /* Read under mu by abandon_calls. */
                 pthread_mutex_unlock(&lh->mu);
                 job->next = NULL;
-                job->started_ns = uv_hrtime();
                 switch (job->kind) {
                 case JOB_PREPARE: run_prepare(lh, job); break;
                 case JOB_RESUME: run_resume(lh, job); break;
@@ -453,7 +453,7 @@ static int start_workers(lv_host *lh, uint32_t count, cvm_error *err) {
 }
 
 /* Lets the workers finish the queue and joins them; a worker still in a
- * call at the deadline (CLOCK_REALTIME) is left to it. Returns how many were. */
+ * call at the deadline (CLOCK_MONOTONIC) is left to it. Returns how many were. */
 static uint32_t join_workers(lv_host *lh, const struct timespec *deadline) {
         pthread_mutex_lock(&lh->mu);
         lh->workers_exit = true;
@@ -461,7 +461,7 @@ static uint32_t join_workers(lv_host *lh, const struct timespec *deadline) {
         pthread_mutex_unlock(&lh->mu);
         uint32_t stuck = 0;
         for (uint32_t i = 0; i < lh->n_workers; i++)
-                if (pthread_timedjoin_np(lh->workers[i], NULL, deadline) != 0) {
+                if (pthread_clockjoin_np(lh->workers[i], NULL, CLOCK_MONOTONIC, deadline) != 0) {
                         pthread_detach(lh->workers[i]);
                         stuck++;
                 }
@@ -481,15 +481,19 @@ static const char *job_kind_name(lv_job_kind kind) {
 
 /* Says which calls never returned, and stops every thread from touching the
  * loop: their answers are dropped from now on. */
-static void abandon_calls(lv_host *lh, uint32_t stuck) {
+static void abandon_calls(lv_host *lh) {
         char calls[1024] = "";
         size_t len = 0;
+        unsigned count = 0;
         uint64_t now = uv_hrtime();
         pthread_mutex_lock(&lh->mu);
         lh->abandoned = true;
-        for (size_t i = 0; i < CVM_ARRAY_SIZE(lh->running) && len < sizeof(calls); i++) {
+        for (size_t i = 0; i < CVM_ARRAY_SIZE(lh->running); i++) {
                 const lv_job *j = lh->running[i];
                 if (!j)
+                        continue;
+                count++;
+                if (len >= sizeof(calls))
                         continue;
                 int n = snprintf(calls + len, sizeof(calls) - len, "%s%s of %s for %.0f s",
                                  len ? ", " : "", job_kind_name(j->kind),
@@ -499,10 +503,10 @@ static void abandon_calls(lv_host *lh, uint32_t stuck) {
                         len += (size_t)n;
         }
         pthread_mutex_unlock(&lh->mu);
-        log_error("libvirt: %u call(s) did not return within %u ms of the shutdown (%s); "
+        log_error("libvirt: %u call(s) did not return within %u ms of the shutdown%s%s%s; "
                   "exiting without them: domains may be left running (the next cvmd "
                   "destroys them)",
-                  stuck, lh->cfg.stop_timeout_ms, len ? calls : "none named");
+                  count, lh->cfg.stop_timeout_ms, len ? " (" : "", calls, len ? ")" : "");
 }
 
 static void job_free(lv_job *job) {
@@ -614,12 +618,11 @@ static int on_lifecycle(virConnectPtr conn, virDomainPtr dom, int event, int det
         if (!abandoned) {
                 ev->next = lh->events;
                 lh->events = ev;
+                uv_async_send(&lh->async); /* Under mu, as in push_done. */
         }
         pthread_mutex_unlock(&lh->mu);
         if (abandoned)
                 free(ev);
-        else
-                uv_async_send(&lh->async);
         return 0;
 }
 
@@ -1179,7 +1182,7 @@ static int host_release(lv_host *lh) {
         cvm_error err = {0};
         uint64_t t0 = uv_hrtime();
         struct timespec deadline;
-        clock_gettime(CLOCK_REALTIME, &deadline);
+        clock_gettime(CLOCK_MONOTONIC, &deadline);
         uint64_t ns = (uint64_t)deadline.tv_nsec + (uint64_t)lh->cfg.stop_timeout_ms * 1000000;
         deadline.tv_sec += (time_t)(ns / 1000000000);
         deadline.tv_nsec = (long)(ns % 1000000000);
@@ -1192,14 +1195,14 @@ static int host_release(lv_host *lh) {
         }
         uint32_t stuck = join_workers(lh, &deadline);
         if (stuck)
-                abandon_calls(lh, stuck);
+                abandon_calls(lh);
         drop_done(lh, true);
         if (!stuck) {
                 if (queue_destroys(lh) && start_workers(lh, lh->cfg.workers, &err) < 0)
                         log_warn("libvirt: %s: domains may be left running", err.message);
                 stuck = join_workers(lh, &deadline);
                 if (stuck)
-                        abandon_calls(lh, stuck);
+                        abandon_calls(lh);
                 drop_done(lh, false);
         }
         if (n && !stuck)

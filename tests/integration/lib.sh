@@ -107,10 +107,7 @@ start_daemon() {
 
 # lock_holders FILE: the processes that have FILE open.
 lock_holders() {
-        local fd
-        for fd in /proc/[0-9]*/fd/*; do
-                [ "$(readlink "$fd" 2>/dev/null)" = "$1" ] && echo "${fd#/proc/}" | cut -d/ -f1
-        done | sort -u
+        find /proc/[0-9]*/fd -lname "$(realpath "$1")" 2>/dev/null | cut -d/ -f3 | sort -u
 }
 
 # short_stack PID: the innermost frames of PID's main thread on one line, so

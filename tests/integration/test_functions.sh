@@ -196,6 +196,9 @@ open3=$!
 expect "an async invocation waits too" "$(api POST '/v1/functions/boots2/invoke?mode=async' -d y)" '^202 '
 running() { [ "$(api GET '/v1/vms?function=runs' | grep -o '"active":1')" = '"active":1' ]; }
 check "the running invocation runs" wait_for 5 running
+waiting() { [ "$(pool "$1" waiting)" = 1 ]; }
+check "the invocation waits" wait_for 5 waiting boots
+check "the attestation waits" wait_for 5 waiting boots3
 kill -TERM "$CVMD_PID"
 sleep 0.3
 stop_daemon
