@@ -19,6 +19,10 @@ void cvm_api_delete_vm(cvm_http_req *req, void *userdata);
 void cvm_api_invoke_vm(cvm_http_req *req, void *userdata);
 void cvm_api_psp(cvm_http_req *req, void *userdata);
 void cvm_api_attest_vm(cvm_http_req *req, void *userdata);
+struct cvmd;
+/* At exit, before the host is freed: ends the requests on bare VMs still
+ * open (the HTTP server answered them; their callbacks will not come). */
+void cvm_api_vms_release(struct cvmd *d);
 /* The body of an attestation request: {"nonce": "128 hex digits"}. */
 int cvm_api_parse_nonce(cvm_http_req *req, uint8_t nonce[64], cvm_error *err);
 struct cvm_vm;

@@ -8,6 +8,7 @@
 #include "cleanup.h"
 #include "daemon.h"
 #include "json.h"
+#include "list.h"
 #include "log.h"
 #include "function.h"
 #include "guest_policy.h"
@@ -20,9 +21,33 @@
 #define INVOKE_TIMEOUT_MAX_MS 3600000
 #define VM_CONCURRENCY_MAX 64
 
+/* Every request on a bare VM waiting for a callback is a cvm_vm_op on
+ * d->vm_ops, so that the exit can end it (see cvm_api_vms_release). */
+typedef struct cvm_vm_op {
+        void (*end)(struct cvm_vm_op *op);
+        struct cvm_vm_op *prev, *next;
+} cvm_vm_op;
+
+static void op_add(cvmd *d, cvm_vm_op *op, void (*end)(cvm_vm_op *op)) {
+        op->end = end;
+        CVM_LIST_PREPEND(d->vm_ops, op);
+}
+
+static void op_remove(cvmd *d, cvm_vm_op *op) {
+        if (op->end)
+                CVM_LIST_REMOVE(d->vm_ops, op);
+        op->end = NULL;
+}
+
+void cvm_api_vms_release(cvmd *d) {
+        while (d->vm_ops)
+                d->vm_ops->end(d->vm_ops);
+}
+
 /* POST /v1/vms */
 
 typedef struct create_ctx {
+        cvm_vm_op op; /* First: the op is the context. */
         cvmd *d;
         cvm_http_req *req;
         cvm_handler_spec handler;
@@ -32,8 +57,19 @@ typedef struct create_ctx {
 } create_ctx;
 
 static void create_ctx_free(create_ctx *c) {
+        if (c->d)
+                op_remove(c->d, &c->op);
         cvm_handler_spec_done(&c->handler);
         free(c);
+}
+
+/* At exit: the VM, if any, is stopped with the others. */
+static void create_end(cvm_vm_op *op) {
+        create_ctx *c = (create_ctx *)op;
+        cvm_image_cache_cancel(c->image_req);
+        if (c->vm)
+                cvm_vm_forget_launch(c->vm);
+        create_ctx_free(c);
 }
 
 static void create_cancelled(cvm_http_req *req, void *ud) {
@@ -113,6 +149,7 @@ void cvm_api_create_vm(cvm_http_req *req, void *ud) {
                                            &c->handler, &err);
         if (r >= 0) {
                 c->d = d;
+                op_add(d, &c->op, create_end);
                 c->req = req;
                 c->concurrency = (uint32_t)conc;
                 cvm_http_req_set_cancel(req, create_cancelled, c);
@@ -169,6 +206,7 @@ void cvm_api_delete_vm(cvm_http_req *req, void *ud) {
 /* POST /v1/vms/{id}/invoke */
 
 typedef struct invoke_ctx {
+        cvm_vm_op op; /* First: the op is the context. */
         cvmd *d;
         cvm_http_req *req;
         char id[32];
@@ -186,6 +224,36 @@ static void invoke_cancelled(cvm_http_req *req, void *ud) {
         ((invoke_ctx *)ud)->cancelled = true;
 }
 
+static void invoke_record(invoke_ctx *c, const cvm_inv_result *r, const char *status,
+                          uint64_t exec_ns) {
+        cvm_invocation_record rec = {
+                .id = c->id,
+                .vm_id = c->vm_id,
+                .start_kind = "warm",
+                .status = status,
+                .error = r->http_status == 200 ? NULL : r->message,
+                .started_ms = c->started_ms,
+                .exec_ns = exec_ns,
+                .total_ns = r->total_ns,
+                .exit_code = r->exit_code,
+                .bytes_in = c->bytes_in,
+                .bytes_out = r->output_len,
+        };
+        cvm_vms_record_invocation(c->d->vms, &rec);
+        op_remove(c->d, &c->op);
+        free(c);
+}
+
+/* At exit: recorded as cancelled, as a function's invocation is. */
+static void invoke_end(cvm_vm_op *op) {
+        invoke_ctx *c = (invoke_ctx *)op;
+        cvm_inv_result r = {.http_status = 503,
+                            .message = "the daemon shut down before the invocation ended",
+                            .exit_code = -1,
+                            .total_ns = uv_hrtime() - c->started_ns};
+        invoke_record(c, &r, "cancelled", 0);
+}
+
 static void on_invoked(cvm_vm *vm, const cvm_vm_outcome *out, void *ud) {
         invoke_ctx *c = ud;
         char msg[CVM_ERROR_MESSAGE_MAX];
@@ -197,21 +265,7 @@ static void on_invoked(cvm_vm *vm, const cvm_vm_outcome *out, void *ud) {
                 cvm_http_req_set_cancel(c->req, NULL, NULL);
                 cvm_api_reply_invocation(c->req, &r);
         }
-        cvm_invocation_record rec = {
-                .id = c->id,
-                .vm_id = c->vm_id,
-                .start_kind = "warm",
-                .status = c->cancelled ? "cancelled" : r.status,
-                .error = r.http_status == 200 ? NULL : r.message,
-                .started_ms = c->started_ms,
-                .exec_ns = out->exec_ns,
-                .total_ns = r.total_ns,
-                .exit_code = r.exit_code,
-                .bytes_in = c->bytes_in,
-                .bytes_out = r.output_len,
-        };
-        cvm_vms_record_invocation(c->d->vms, &rec);
-        free(c);
+        invoke_record(c, &r, c->cancelled ? "cancelled" : r.status, out->exec_ns);
 }
 
 static int parse_timeout(cvm_http_req *req, uint32_t *ret, cvm_error *err) {
@@ -258,7 +312,9 @@ void cvm_api_invoke_vm(cvm_http_req *req, void *ud) {
         c->started_ns = uv_hrtime();
         snprintf(c->vm_id, sizeof(c->vm_id), "%s", vm->id);
         cvm_vm_invocation inv = {.invocation_id = c->id, .start_kind = "warm"};
+        op_add(d, &c->op, invoke_end);
         if (cvm_vm_invoke(vm, &inv, timeout_ms, body, len, on_invoked, c, &err) < 0) {
+                op_remove(d, &c->op);
                 free(c);
                 if (err.code == -EAGAIN)
                         cvm_http_req_add_header(req, "Retry-After", "1");
@@ -345,15 +401,23 @@ static void vm_attest_cancelled(cvm_http_req *req, void *ud) {
 }
 
 typedef struct vm_attest_ctx {
+        cvm_vm_op op; /* First: the op is the context. */
+        cvmd *d;
         cvm_http_req *req;
 } vm_attest_ctx;
+
+static void attest_end(cvm_vm_op *op) {
+        vm_attest_ctx *c = (vm_attest_ctx *)op;
+        op_remove(c->d, &c->op);
+        free(c);
+}
 
 static void on_vm_attested(cvm_vm *vm, const cvm_host_attestation *a, const cvm_error *err,
                            void *ud) {
         vm_attest_ctx *c = ud;
         if (c->req)
                 cvm_api_reply_attestation(c->req, vm, a, err);
-        free(c);
+        attest_end(&c->op);
 }
 
 void cvm_api_attest_vm(cvm_http_req *req, void *ud) {
@@ -366,10 +430,14 @@ void cvm_api_attest_vm(cvm_http_req *req, void *ud) {
         vm_attest_ctx *c = calloc(1, sizeof(*c));
         int r = c ? cvm_api_parse_nonce(req, nonce, &err) : cvm_error_set(&err, -ENOMEM, "oom");
         if (r >= 0) {
+                c->d = d;
                 c->req = req;
+                op_add(d, &c->op, attest_end);
                 r = d->host->ops->attest(d->host, vm, nonce, on_vm_attested, c, &err);
         }
         if (r < 0) {
+                if (c)
+                        op_remove(d, &c->op);
                 free(c);
                 cvm_http_reply_cvm_error(req, &err);
                 return;

@@ -388,6 +388,7 @@ static void release_guests(cvmd *d) {
         /* The pools go first: they only forget, the host does the killing. */
         cvm_functions_free(d->functions);
         d->functions = NULL;
+        cvm_api_vms_release(d);
         if (d->host) {
                 size_t n = cvm_vms_count(d->vms);
                 if (n)

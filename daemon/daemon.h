@@ -44,7 +44,8 @@ typedef struct cvmd {
         uint64_t started_ns;
         uint64_t drain_deadline_ns;
         int lock_fd;
-        bool unclean; /* The host left guests or threads behind: exit non-zero. */
+        bool unclean;             /* The host left guests or threads behind: exit non-zero. */
+        struct cvm_vm_op *vm_ops; /* Requests on bare VMs in progress (api_vms.c). */
         char *unix_paths[CVM_CONFIG_MAX_LISTEN]; /* Sockets we created, removed on exit. */
         size_t n_unix_paths;
         char instance[33]; /* Random id of this run, also its daemon_runs row. */

@@ -194,19 +194,37 @@ curl -s --unix-socket "$SOCK" -o /dev/null -w "%{http_code}" -H "Content-Type: a
         http://cvmd/v1/functions/boots3/attestation >"$TMP/open3" &
 open3=$!
 expect "an async invocation waits too" "$(api POST '/v1/functions/boots2/invoke?mode=async' -d y)" '^202 '
+# A bare VM running an invocation, and one still launching.
+bare=$(api POST /v1/vms -H 'Content-Type: application/json' \
+        -d '{"handler": {"exec": ["'"$TMP/sleep.sh"'", "20"]}}' | cut -d' ' -f2- | json 'd["id"]')
+curl -s --unix-socket "$SOCK" -o /dev/null -w "%{http_code}" -d x \
+        "http://cvmd/v1/vms/$bare/invoke" >"$TMP/open4" &
+open4=$!
+curl -s --unix-socket "$SOCK" -o /dev/null -w "%{http_code}" -H 'Content-Type: application/json' \
+        -d '{"handler": {"exec": ["/bin/cat"]}, "image": {"firmware_boot_ms": 20000}}' \
+        http://cvmd/v1/vms >"$TMP/open5" &
+open5=$!
 running() { [ "$(api GET '/v1/vms?function=runs' | grep -o '"active":1')" = '"active":1' ]; }
 check "the running invocation runs" wait_for 5 running
 waiting() { [ "$(pool "$1" waiting)" = 1 ]; }
 check "the invocation waits" wait_for 5 waiting boots
 check "the attestation waits" wait_for 5 waiting boots3
+bare_busy() { api GET "/v1/vms/$bare" | grep -q '"active":1'; }
+check "the bare VM's invocation runs" wait_for 5 bare_busy
+launching() { api GET /v1/vms | grep -q '"state":"launching"\|"state":"booting"'; }
+check "the bare VM launches" wait_for 5 launching
 kill -TERM "$CVMD_PID"
 sleep 0.3
 stop_daemon
-wait "$open1" "$open2" "$open3"
+wait "$open1" "$open2" "$open3" "$open4" "$open5"
 expect "a second SIGTERM with invocations open exits 0" "$STOP_RC" '^0$'
 expect "the waiting request is answered 503" "$(cat "$TMP/open1")" '^503 '
 expect "the running request is answered 503" "$(cat "$TMP/open2")" '^503 '
 expect "the waiting attestation is answered 503" "$(cat "$TMP/open3")" '^503$'
+expect "so are the bare VM's invocation and launch" "$(cat "$TMP/open4") $(cat "$TMP/open5")" '^503 503$'
+expect "the bare VM's invocation is recorded as cancelled" \
+        "$(sqlite3 "$db" "SELECT status, error FROM invocations WHERE vm_id = '$bare' AND function IS NULL OR vm_id = '$bare' AND function = ''")" \
+        '^cancelled\|the daemon shut down before the invocation ended$'
 expect "all three are recorded as cancelled by the shutdown" \
         "$(sqlite3 "$db" "SELECT function || ':' || status FROM invocations WHERE function IN ('boots', 'boots2', 'runs') ORDER BY function" | tr '\n' ' ')" \
         '^boots:cancelled boots2:cancelled runs:cancelled $'
