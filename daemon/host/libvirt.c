@@ -1145,18 +1145,31 @@ static size_t queue_destroys(lv_host *lh) {
         return n;
 }
 
+static void jobs_free(lv_job *list) {
+        while (list) {
+                lv_job *j = list;
+                list = j->next;
+                job_free(j);
+        }
+}
+
+static void events_free(lv_event *list) {
+        while (list) {
+                lv_event *ev = list;
+                list = ev->next;
+                free(ev);
+        }
+}
+
 static void drop_done(lv_host *lh, bool report) {
         pthread_mutex_lock(&lh->mu);
         lv_job *done = lh->done;
         lh->done = NULL;
         pthread_mutex_unlock(&lh->mu);
-        while (done) {
-                lv_job *j = done;
-                done = j->next;
-                if (report && j->kind == JOB_DESTROY && j->result < 0)
+        for (lv_job *j = done; report && j; j = j->next)
+                if (j->kind == JOB_DESTROY && j->result < 0)
                         log_warn("libvirt: %s", j->err.message);
-                job_free(j);
-        }
+        jobs_free(done);
 }
 
 /* Daemon exit: no callbacks. Queued calls are dropped and every domain is
@@ -1172,11 +1185,7 @@ static int host_release(lv_host *lh) {
         lv_job *queued = lh->queue;
         lh->queue = lh->queue_tail = NULL;
         pthread_mutex_unlock(&lh->mu);
-        while (queued) {
-                lv_job *j = queued;
-                queued = j->next;
-                job_free(j);
-        }
+        jobs_free(queued);
         /* Each phase is logged: should a libvirt call never return, the log
          * says which wait it is stuck in. */
         cvm_error err = {0};
@@ -1217,16 +1226,8 @@ static int host_release(lv_host *lh) {
         lv_event *events = lh->events;
         lh->events = NULL;
         pthread_mutex_unlock(&lh->mu);
-        while (queued) {
-                lv_job *j = queued;
-                queued = j->next;
-                job_free(j);
-        }
-        while (events) {
-                lv_event *ev = events;
-                events = ev->next;
-                free(ev);
-        }
+        jobs_free(queued);
+        events_free(events);
         while (lh->vms) {
                 lv_vm *lv = lh->vms;
                 while (lv->invokes) {
@@ -1257,11 +1258,8 @@ static int host_release(lv_host *lh) {
         log_info("libvirt: connection closed, event loop stopped");
         /* Destroying the domains above queued STOPPED events; nobody will
          * read them now. */
-        while (lh->events) {
-                lv_event *ev = lh->events;
-                lh->events = ev->next;
-                free(ev);
-        }
+        events_free(lh->events);
+        lh->events = NULL;
         lv_config_done(&lh->cfg);
         lh->cfg = (lv_config){0};
         free(lh->vm_dir);
