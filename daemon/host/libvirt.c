@@ -47,6 +47,7 @@ typedef struct lv_config {
         lv_snp_mode snp;
         uint32_t boot_timeout_ms; /* Resume to the agent's HELLO. */
         uint32_t stop_timeout_ms; /* At exit, for the destroys and any call in flight. */
+        uint32_t call_timeout_ms; /* A launch step's call (define and start, resume). */
         uint32_t heartbeat_ms;
         uint32_t workers;    /* Threads making libvirt calls. */
         bool plain_firmware; /* Plain guests boot the image's firmware too (else the BIOS). */
@@ -109,8 +110,9 @@ struct lv_vm {
         lv_job *destroy; /* Made with the VM, so a teardown cannot fail for memory. */
         cvm_host_step_cb step_cb;
         uint64_t step_started_ns;
-        uint64_t resume_ns; /* How long the resume (the launch) took. */
-        cvm_timer *timer;   /* The boot's deadline. */
+        uint64_t resume_ns;    /* How long the resume (the launch) took. */
+        cvm_timer *timer;      /* The boot's deadline. */
+        cvm_timer *call_timer; /* The deadline of the prepare's or launch's call. */
         cvm_agent_client *agent;
         lv_invoke *invokes;
         lv_attest *attests;
@@ -160,10 +162,19 @@ struct lv_host {
 
 /* Configuration. */
 
-static const char *const lv_fields[] = {
-        "uri",          "machine",         "accel",           "log_dir",
-        "snp",          "boot_timeout_ms", "workers",         "plain_firmware",
-        "heartbeat_ms", "cert_chain",      "stop_timeout_ms", NULL};
+static const char *const lv_fields[] = {"uri",
+                                        "machine",
+                                        "accel",
+                                        "log_dir",
+                                        "snp",
+                                        "boot_timeout_ms",
+                                        "workers",
+                                        "plain_firmware",
+                                        "heartbeat_ms",
+                                        "cert_chain",
+                                        "stop_timeout_ms",
+                                        "call_timeout_ms",
+                                        NULL};
 
 static void lv_config_done(lv_config *c) {
         free(c->uri);
@@ -181,6 +192,7 @@ static int lv_config_parse(json_t *s, lv_config *ret, cvm_error *err) {
                         * with the default shutdown grace (10 s) the exit
                         * ends within the unit's TimeoutStopSec (60 s). */
                        .stop_timeout_ms = 45000,
+                       .call_timeout_ms = 120000,
                        .heartbeat_ms = 1000,
                        .workers = 4};
         const char *uri = NULL, *machine = NULL, *accel = NULL, *log_dir = NULL, *snp = NULL,
@@ -208,6 +220,11 @@ static int lv_config_parse(json_t *s, lv_config *ret, cvm_error *err) {
                                           err)) < 0)
                         return r;
                 c.stop_timeout_ms = (uint32_t)v;
+                v = c.call_timeout_ms;
+                if ((r = cvm_json_get_int(s, "libvirt", "call_timeout_ms", false, 1000, 3600000, &v,
+                                          err)) < 0)
+                        return r;
+                c.call_timeout_ms = (uint32_t)v;
                 v = c.heartbeat_ms;
                 if ((r = cvm_json_get_int(s, "libvirt", "heartbeat_ms", false, 0, 600000, &v,
                                           err)) < 0)
@@ -653,6 +670,7 @@ static void vm_unlink_free(lv_vm *lv) {
         lv_host *lh = lv->lh;
         CVM_LIST_REMOVE(lh->vms, lv);
         cvm_timer_free(lv->timer);
+        cvm_timer_free(lv->call_timer);
         job_free(lv->destroy);
         free(lv->socket_path);
         free(lv->serial_log);
@@ -724,6 +742,7 @@ static void on_job_done(lv_host *lh, lv_job *job) {
                 return;
         }
         lv->job = NULL;
+        cvm_timer_stop(lv->call_timer);
         if (job->kind == JOB_DESTROY) {
                 if (job->result < 0)
                         log_warn("libvirt: %s", job->err.message);
@@ -822,6 +841,29 @@ static void on_async(uv_async_t *h) {
         }
 }
 
+/* A launch step's call that does not return (libvirt waits on a guest's
+ * monitor without a timeout) fails its step; the VM's teardown then waits
+ * for the call and destroys the domain once it has returned. */
+static void on_call_timeout(cvm_timer *t, void *ud) {
+        (void)t;
+        lv_vm *lv = ud;
+        if (!lv->job || !lv->step_cb)
+                return;
+        cvm_error e;
+        cvm_error_set(&e, -ETIMEDOUT,
+                      "vm %s: libvirt's %s of domain %s did not return within %" PRIu32 " ms",
+                      lv->vm->id, job_kind_name(lv->job->kind), lv->name,
+                      lv->lh->cfg.call_timeout_ms);
+        step_done(lv, e.code, &e, 0, 0);
+}
+
+static void submit_step_call(lv_vm *lv, lv_job *job) {
+        job->vm = lv;
+        lv->job = job;
+        submit(lv->lh, job);
+        cvm_timer_start(lv->call_timer, (uint64_t)lv->lh->cfg.call_timeout_ms * CVM_NSEC_PER_MSEC);
+}
+
 static void queue_destroy(lv_vm *lv) {
         lv_job *job = CVM_TAKE_PTR(lv->destroy);
         job->vm = lv;
@@ -872,6 +914,8 @@ static int lv_prepare(cvm_host *host, cvm_vm *vm, cvm_host_step_cb cb, cvm_error
                 r = cvm_error_set(err, -ENOMEM, "out of memory");
         if (r >= 0 && !(lv->destroy = job_new(JOB_DESTROY, lv->name)))
                 r = cvm_error_set(err, -ENOMEM, "out of memory");
+        if (r >= 0)
+                r = cvm_timer_new(lh->clock, on_call_timeout, lv, &lv->call_timer, err);
         if (r < 0) {
                 job_free(job);
                 job_free(lv->destroy);
@@ -885,14 +929,12 @@ static int lv_prepare(cvm_host *host, cvm_vm *vm, cvm_host_step_cb cb, cvm_error
         vm->host_data = lv;
         CVM_LIST_PREPEND(lh->vms, lv);
         start_step(lv, cb);
-        job->vm = lv;
-        lv->job = job;
-        submit(lh, job);
+        submit_step_call(lv, job);
         return 0;
 }
 
 static int lv_launch(cvm_host *host, cvm_vm *vm, cvm_host_step_cb cb, cvm_error *err) {
-        lv_host *lh = (lv_host *)host;
+        (void)host;
         lv_vm *lv = vm->host_data;
         if (lv->dead)
                 return cvm_error_set(err, -ECONNRESET, "vm %s: its domain is gone", vm->id);
@@ -900,9 +942,7 @@ static int lv_launch(cvm_host *host, cvm_vm *vm, cvm_host_step_cb cb, cvm_error 
         if (!job)
                 return cvm_error_set(err, -ENOMEM, "out of memory");
         start_step(lv, cb);
-        job->vm = lv;
-        lv->job = job;
-        submit(lh, job);
+        submit_step_call(lv, job);
         return 0;
 }
 
@@ -1076,6 +1116,7 @@ static void lv_teardown(cvm_host *host, cvm_vm *vm, cvm_host_step_cb cb) {
         lv->teardown_cb = cb;
         lv->step_cb = NULL;
         cvm_timer_stop(lv->timer);
+        cvm_timer_stop(lv->call_timer);
         drop_agent(lv, -ECANCELED, "was stopped");
         if (lv->job && unqueue(lh, lv->job)) {
                 if (lv->job->kind == JOB_PREPARE)

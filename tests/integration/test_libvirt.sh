@@ -29,7 +29,8 @@ cat >"$TMP/cfg.json" <<JSON
            "cmdline": "console=ttyS0 quiet tsc=reliable no_timer_check"}}
 JSON
 start_daemon --config "$TMP/cfg.json" --host libvirt || { not_ok "daemon starts on libvirt"; finish; }
-qemus() { pgrep -f "guest=cvmd-vm-" | wc -l; }
+# Only this test's guests: their command lines name files under its state directory.
+qemus() { pgrep -f "guest=cvmd-vm-.*$STATE/" | wc -l; }
 
 api PUT /v1/functions/echo -H 'Content-Type: application/json' -d '{"handler": {"exec": ["/bin/cat"]}}' >/dev/null
 out=$(curl -s -D "$TMP/h" --unix-socket "$SOCK" -d 'hello guest' http://cvmd/v1/functions/echo/invoke)
@@ -84,7 +85,7 @@ stop_daemon
 # the call and exits 1.
 if cc -std=c17 -Wall -Wextra -Werror -shared -fPIC -o "$TMP/stall.so" \
         "$CVM_ROOT/tests/tools/libvirt_stall.c" -ldl >"$TMP/stall.log" 2>&1; then
-        sed 's/^{"libvirt": {"machine": "q35"}/{"shutdown_grace_ms": 1000, "libvirt": {"machine": "q35", "stop_timeout_ms": 3000}/' \
+        sed 's/^{"libvirt": {"machine": "q35"}/{"shutdown_grace_ms": 1000, "libvirt": {"machine": "q35", "stop_timeout_ms": 3000, "call_timeout_ms": 2000}/' \
                 "$TMP/cfg.json" >"$TMP/stall.json"
         touch "$TMP/stall"
         # ASan wants to come first among the libraries; the shim does not touch memory.
@@ -92,7 +93,8 @@ if cc -std=c17 -Wall -Wextra -Werror -shared -fPIC -o "$TMP/stall.so" \
                 ASAN_OPTIONS="${ASAN_OPTIONS:-}:verify_asan_link_order=0" \
                 start_daemon --config "$TMP/stall.json" --host libvirt || not_ok "start with a stalling libvirt"
         for _ in $(seq 1 50); do api GET /v1/functions/echo | grep -q '^200' && break; sleep 0.1; done
-        curl -s -o "$TMP/stalled.out" --unix-socket "$SOCK" -d 'stalled' http://cvmd/v1/functions/echo/invoke &
+        curl -s -o "$TMP/stalled.out" -w '%{http_code}' --unix-socket "$SOCK" -d 'stalled' \
+                http://cvmd/v1/functions/echo/invoke >"$TMP/stalled.code" &
         stalled=$!
         for _ in $(seq 1 600); do
                 [ -e "$TMP/stall.entered" ] && break
@@ -100,8 +102,11 @@ if cc -std=c17 -Wall -Wextra -Werror -shared -fPIC -o "$TMP/stall.so" \
         done
         expect "a resume that never returns holds the launch" \
                 "$([ -e "$TMP/stall.entered" ] && api GET '/v1/vms?function=echo' | grep -o '"state": *"[a-z]*"')" 'launching'
-        stop_daemon
         wait "$stalled"
+        expect "until libvirt.call_timeout_ms fails it, and the invocation waiting for it" \
+                "$(cat "$TMP/stalled.code") $(cat "$TMP/stalled.out")" \
+                "^504 .*libvirt's resume of domain cvmd-vm-[0-9a-f]+ did not return within 2000 ms"
+        stop_daemon
         expect "the daemon exits 1 when a libvirt call never returns" "$STOP_RC" '^1$'
         expect "and names the call" "$(grep 'did not return' "$LOG")" \
                 'error: libvirt: 1 call\(s\) did not return within 3000 ms of the shutdown \(resume of cvmd-vm-[0-9a-f]+ for [0-9]+ s\)'
