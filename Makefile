@@ -36,7 +36,7 @@ CLANG_FORMAT ?= clang-format
 # Debian packages the build and the tests need; `make deps` installs those missing.
 DEB_PACKAGES := gcc make pkg-config libuv1-dev libmicrohttpd-dev libsqlite3-dev libjansson-dev \
 	libsystemd-dev libssl-dev libcurl4-openssl-dev libcmocka-dev sqlite3 curl systemd util-linux \
-	python3 ovmf gdb clang-19 libclang-rt-19-dev \
+	python3 ovmf gdb clang-19 libclang-rt-19-dev llvm-19 \
 	libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 busybox-static cpio
 
 PKGS_DAEMON := libuv libmicrohttpd sqlite3 jansson libsystemd libcrypto libvirt
@@ -56,7 +56,8 @@ CPPFLAGS_ALL := -D_GNU_SOURCE -Ilib -Idaemon -Idaemon/core -Idaemon/host -Ictl -
 BASE_CFLAGS = -std=c17 $(WARNINGS) -fstack-protector-strong -fno-strict-aliasing -MMD -MP \
 	$(CPPFLAGS_ALL) $(call pkg_cflags,$(PKGS_TEST))
 ifeq ($(SANITIZE),1)
-CC := $(SAN_CC)
+# Even over a CC given to make (it reaches the sub-makes too): set SAN_CC instead.
+override CC := $(SAN_CC)
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 CFLAGS := -O1 -g
 endif

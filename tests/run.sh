@@ -14,6 +14,10 @@ logdir=$(mktemp -d "${TMPDIR:-/tmp}/cvm-tests.XXXXXX")
 trap 'rm -rf "$logdir"' EXIT
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+# Clang's sanitizers name functions in their reports through llvm-symbolizer.
+if [ -z "${ASAN_SYMBOLIZER_PATH:-}" ] && [ -x /usr/lib/llvm-19/bin/llvm-symbolizer ]; then
+        export ASAN_SYMBOLIZER_PATH=/usr/lib/llvm-19/bin/llvm-symbolizer
+fi
 
 record() { # suite pass fail log
         passed=$((passed + $2))

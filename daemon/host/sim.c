@@ -1013,12 +1013,24 @@ static int sim_free(cvm_host *host) {
         sim_host *sh = (sim_host *)host;
         if (!sh)
                 return 0;
+        /* Daemon exit: no callbacks (their owners are gone already). */
+        for (sim_attest *a = sh->chain_waiters; a; a = a->next)
+                a->cb = NULL;
         while (sh->vms) {
                 sim_vm *sv = sh->vms;
                 while (sv->invokes) {
                         sim_invoke *si = sv->invokes;
                         invoke_unlink(si);
                         free(si);
+                }
+                /* Attestations on the PSP are freed here too: the PSP is
+                 * freed below without completing them. */
+                while (sv->attests) {
+                        sim_attest *a = sv->attests;
+                        attest_unlink(a, &sv->attests);
+                        if (a->stage == ATTEST_SCHED)
+                                cvm_sched_cancel(a->job);
+                        attest_free(a);
                 }
                 kill_processes(sv);
                 if (sv->pid > 0)

@@ -148,7 +148,8 @@ expect "cold rows carry PSP and boot phases" \
 expect "launches record their trigger" "$(sqlite3 "$db" "SELECT count(*) FROM launches WHERE trigger = 'prewarm'")" '^[1-9]'
 
 # Overload and VM death, on a daemon that lets one invocation wait per function.
-sim_config "$TMP/cfg2.json" '"functions": {"max_waiting": 1}'
+# Attestations' signatures take 10 s on this PSP, so one can be caught on it at shutdown.
+sim_config "$TMP/cfg2.json" '"functions": {"max_waiting": 1}, "psp": {"costs": {"guest_request_us": 10000000}}'
 rm -rf "$STATE"
 start_daemon --config "$TMP/cfg2.json" || not_ok "restart with max_waiting 1"
 put queue '{"handler": {"exec": ["/bin/cat"]}, "image": {"firmware_boot_ms": 1500}}' >/dev/null
@@ -213,15 +214,21 @@ bare_busy() { api GET "/v1/vms/$bare" | grep -q '"active":1'; }
 check "the bare VM's invocation runs" wait_for 5 bare_busy
 launching() { api GET /v1/vms | grep -q '"state":"launching"\|"state":"booting"'; }
 check "the bare VM launches" wait_for 5 launching
+curl -s --unix-socket "$SOCK" -o /dev/null -w "%{http_code}" -H "Content-Type: application/json" \
+        -d "$nonce" "http://cvmd/v1/vms/$bare/attestation" >"$TMP/open6" &
+open6=$!
+on_psp() { api GET /v1/psp | grep -q 'guest_request'; }
+check "the bare VM's attestation is on the PSP" wait_for 20 on_psp
 kill -TERM "$CVMD_PID"
 sleep 0.3
 stop_daemon
-wait "$open1" "$open2" "$open3" "$open4" "$open5"
+wait "$open1" "$open2" "$open3" "$open4" "$open5" "$open6"
 expect "a second SIGTERM with invocations open exits 0" "$STOP_RC" '^0$'
 expect "the waiting request is answered 503" "$(cat "$TMP/open1")" '^503 '
 expect "the running request is answered 503" "$(cat "$TMP/open2")" '^503 '
 expect "the waiting attestation is answered 503" "$(cat "$TMP/open3")" '^503$'
-expect "so are the bare VM's invocation and launch" "$(cat "$TMP/open4") $(cat "$TMP/open5")" '^503 503$'
+expect "so are the bare VM's invocation, launch and attestation" \
+        "$(cat "$TMP/open4") $(cat "$TMP/open5") $(cat "$TMP/open6")" '^503 503 503$'
 expect "the bare VM's invocation is recorded as cancelled" \
         "$(sqlite3 "$db" "SELECT status, error FROM invocations WHERE vm_id = '$bare' AND function IS NULL OR vm_id = '$bare' AND function = ''")" \
         '^cancelled\|the daemon shut down before the invocation ended$'

@@ -88,7 +88,7 @@ if cc -std=c17 -Wall -Wextra -Werror -shared -fPIC -o "$TMP/stall.so" \
         sed 's/^{"libvirt": {"machine": "q35"}/{"shutdown_grace_ms": 1000, "libvirt": {"machine": "q35", "stop_timeout_ms": 3000, "call_timeout_ms": 2000}/' \
                 "$TMP/cfg.json" >"$TMP/stall.json"
         touch "$TMP/stall"
-        # ASan wants to come first among the libraries; the shim does not touch memory.
+        # A shared ASan runtime (GCC's) wants to come first; the shim does not touch memory.
         CVM_TEST_STALL="$TMP/stall" LD_PRELOAD="$TMP/stall.so" \
                 ASAN_OPTIONS="${ASAN_OPTIONS:-}:verify_asan_link_order=0" \
                 start_daemon --config "$TMP/stall.json" --host libvirt || not_ok "start with a stalling libvirt"
