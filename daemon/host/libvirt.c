@@ -851,7 +851,7 @@ static void on_call_timeout(cvm_timer *t, void *ud) {
                 return;
         cvm_error e;
         cvm_error_set(&e, -ETIMEDOUT,
-                      "vm %s: libvirt's %s of domain %s did not return within %" PRIu32 " ms",
+                      "vm %s: libvirt's %s of domain %s did not complete within %" PRIu32 " ms",
                       lv->vm->id, job_kind_name(lv->job->kind), lv->name,
                       lv->lh->cfg.call_timeout_ms);
         step_done(lv, e.code, &e, 0, 0);

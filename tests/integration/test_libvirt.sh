@@ -105,7 +105,7 @@ if cc -std=c17 -Wall -Wextra -Werror -shared -fPIC -o "$TMP/stall.so" \
         wait "$stalled"
         expect "until libvirt.call_timeout_ms fails it, and the invocation waiting for it" \
                 "$(cat "$TMP/stalled.code") $(cat "$TMP/stalled.out")" \
-                "^504 .*libvirt's resume of domain cvmd-vm-[0-9a-f]+ did not return within 2000 ms"
+                "^504 .*libvirt's resume of domain cvmd-vm-[0-9a-f]+ did not complete within 2000 ms"
         stop_daemon
         expect "the daemon exits 1 when a libvirt call never returns" "$STOP_RC" '^1$'
         expect "and names the call" "$(grep 'did not return' "$LOG")" \
