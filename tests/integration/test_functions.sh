@@ -178,31 +178,32 @@ expect "an attestation that finds no VM within the timeout is a 504" \
         "$(api POST /v1/functions/waits/attestation -H "Content-Type: application/json" -d "$nonce")" \
         '^504 \{"error":"timeout","message":"no VM of waits became available within 1000 ms"\}$'
 
-# Shutdown with invocations open: one waiting for a slow cold start, one
-# async one waiting too, one running, and an attestation waiting. A second
+# Shutdown with invocations open (for a minute each, time enough to set them
+# all up): one waiting for a slow cold start, one async one waiting too, one
+# running, and an attestation waiting. A second
 # SIGTERM ends the grace period: the requests are answered 503, every
 # invocation is recorded as cancelled, and the daemon exits 0 (no timer of
 # theirs fires after the exit's frees, nothing leaks).
-put boots '{"handler": {"exec": ["/bin/cat"]}, "image": {"firmware_boot_ms": 20000}}' >/dev/null
-put boots2 '{"handler": {"exec": ["/bin/cat"]}, "image": {"firmware_boot_ms": 20000}}' >/dev/null
-put runs '{"handler": {"exec": ["'"$TMP/sleep.sh"'", "20"]}}' >/dev/null
+put boots '{"handler": {"exec": ["/bin/cat"]}, "image": {"firmware_boot_ms": 60000}, "timeout_ms": 120000}' >/dev/null
+put boots2 '{"handler": {"exec": ["/bin/cat"]}, "image": {"firmware_boot_ms": 60000}, "timeout_ms": 120000}' >/dev/null
+put runs '{"handler": {"exec": ["'"$TMP/sleep.sh"'", "60"]}, "timeout_ms": 120000}' >/dev/null
 (invoke boots -d x >"$TMP/open1") &
 open1=$!
 (invoke runs -d x >"$TMP/open2") &
 open2=$!
-put boots3 '{"handler": {"exec": ["/bin/cat"]}, "image": {"firmware_boot_ms": 20000}}' >/dev/null
+put boots3 '{"handler": {"exec": ["/bin/cat"]}, "image": {"firmware_boot_ms": 60000}, "timeout_ms": 120000}' >/dev/null
 curl -s --unix-socket "$SOCK" -o /dev/null -w "%{http_code}" -H "Content-Type: application/json" -d "$nonce" \
         http://cvmd/v1/functions/boots3/attestation >"$TMP/open3" &
 open3=$!
 expect "an async invocation waits too" "$(api POST '/v1/functions/boots2/invoke?mode=async' -d y)" '^202 '
 # A bare VM running an invocation, and one still launching.
 bare=$(api POST /v1/vms -H 'Content-Type: application/json' \
-        -d '{"handler": {"exec": ["'"$TMP/sleep.sh"'", "20"]}}' | cut -d' ' -f2- | json 'd["id"]')
+        -d '{"handler": {"exec": ["'"$TMP/sleep.sh"'", "60"]}}' | cut -d' ' -f2- | json 'd["id"]')
 curl -s --unix-socket "$SOCK" -o /dev/null -w "%{http_code}" -d x \
-        "http://cvmd/v1/vms/$bare/invoke" >"$TMP/open4" &
+        "http://cvmd/v1/vms/$bare/invoke?timeout_ms=120000" >"$TMP/open4" &
 open4=$!
 curl -s --unix-socket "$SOCK" -o /dev/null -w "%{http_code}" -H 'Content-Type: application/json' \
-        -d '{"handler": {"exec": ["/bin/cat"]}, "image": {"firmware_boot_ms": 20000}}' \
+        -d '{"handler": {"exec": ["/bin/cat"]}, "image": {"firmware_boot_ms": 60000}}' \
         http://cvmd/v1/vms >"$TMP/open5" &
 open5=$!
 running() { [ "$(api GET '/v1/vms?function=runs' | grep -o '"active":1')" = '"active":1' ]; }
@@ -218,7 +219,7 @@ curl -s --unix-socket "$SOCK" -o /dev/null -w "%{http_code}" -H "Content-Type: a
         -d "$nonce" "http://cvmd/v1/vms/$bare/attestation" >"$TMP/open6" &
 open6=$!
 on_psp() { api GET /v1/psp | grep -q 'guest_request'; }
-check "the bare VM's attestation is on the PSP" wait_for 20 on_psp
+check "the bare VM's attestation is on the PSP" wait_for 60 on_psp
 kill -TERM "$CVMD_PID"
 sleep 0.3
 stop_daemon
