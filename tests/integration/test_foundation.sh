@@ -9,6 +9,12 @@ expect "check-config names an unknown key" "$rc $out" "^1 .*unknown field 'http.
 echo '{"http": {"max_body_bytes": "big"}}' >"$TMP/bad2.json"
 out=$("$CVMD" --config "$TMP/bad2.json" --check-config 2>&1)
 expect "check-config names a bad value" "$out" "field 'http.max_body_bytes' must be an integer"
+echo '{"libvirt": {"call_timeout_ms": 10}}' >"$TMP/bad3.json"
+out=$("$CVMD" --config "$TMP/bad3.json" --check-config 2>&1); rc=$?
+expect "check-config names a libvirt timeout out of range" "$rc $out" "^1 .*libvirt.call_timeout_ms"
+echo '{"libvirt": {"stop_timeout_ms": 700000}}' >"$TMP/bad4.json"
+out=$("$CVMD" --config "$TMP/bad4.json" --check-config 2>&1); rc=$?
+expect "and the exit's" "$rc $out" "^1 .*libvirt.stop_timeout_ms"
 out=$("$CVMD" --config "$TMP/missing.json" --check-config 2>&1); rc=$?
 expect "an explicit missing config file is an error" "$rc $out" "^1 .*missing.json.*No such file"
 echo '{"log_level": "debug", "socket_mode": "0600"}' >"$TMP/good.json"
