@@ -144,34 +144,25 @@ static int functions_deps(const cvm_config *cfg, cvm_functions_deps *ret, cvm_er
                                           &v, err)) < 0)
                         return r;
                 ret->budget.memory_mib = (uint64_t)v;
-                v = 0;
-                if ((r = cvm_json_get_int(pool, "pool", "vms", false, 0, 65536, &v, err)) < 0)
+                if ((r = cvm_json_get_u32(pool, "pool", "vms", 0, 65536, &ret->budget.vms, err)) <
+                    0)
                         return r;
-                ret->budget.vms = (uint32_t)v;
         }
         if (fns) {
                 if ((r = cvm_json_check_fields(fns, "functions", functions_fields, err)) < 0)
                         return r;
-                v = ret->max_functions;
-                if ((r = cvm_json_get_int(fns, "functions", "max", false, 1, CVM_FUNCTIONS_MAX, &v,
-                                          err)) < 0)
+                if ((r = cvm_json_get_u32(fns, "functions", "max", 1, CVM_FUNCTIONS_MAX,
+                                          &ret->max_functions, err)) < 0)
                         return r;
-                ret->max_functions = (uint32_t)v;
-                v = ret->async_retention_s;
-                if ((r = cvm_json_get_int(fns, "functions", "async_retention_s", false, 1, 86400,
-                                          &v, err)) < 0)
+                if ((r = cvm_json_get_u32(fns, "functions", "async_retention_s", 1, 86400,
+                                          &ret->async_retention_s, err)) < 0)
                         return r;
-                ret->async_retention_s = (uint32_t)v;
-                v = ret->async_max;
-                if ((r = cvm_json_get_int(fns, "functions", "async_max", false, 1, 1000000, &v,
-                                          err)) < 0)
+                if ((r = cvm_json_get_u32(fns, "functions", "async_max", 1, 1000000,
+                                          &ret->async_max, err)) < 0)
                         return r;
-                ret->async_max = (uint32_t)v;
-                v = ret->max_waiting;
-                if ((r = cvm_json_get_int(fns, "functions", "max_waiting", false, 1, 1000000, &v,
-                                          err)) < 0)
+                if ((r = cvm_json_get_u32(fns, "functions", "max_waiting", 1, 1000000,
+                                          &ret->max_waiting, err)) < 0)
                         return r;
-                ret->max_waiting = (uint32_t)v;
         }
         return 0;
 }

@@ -127,18 +127,13 @@ static const char *const pool_fields[] = {"min_warm", "max_vms", "policy", "keep
 static int parse_pool(json_t *pool, cvm_fn_spec *s, cvm_error *err) {
         if (!pool)
                 return 0;
-        int64_t v;
         int r = cvm_json_check_fields(pool, "pool", pool_fields, err);
         if (r < 0)
                 return r;
-        v = s->max_vms;
-        if ((r = cvm_json_get_int(pool, "pool", "max_vms", false, 1, 256, &v, err)) < 0)
+        if ((r = cvm_json_get_u32(pool, "pool", "max_vms", 1, 256, &s->max_vms, err)) < 0)
                 return r;
-        s->max_vms = (uint32_t)v;
-        v = s->min_warm;
-        if ((r = cvm_json_get_int(pool, "pool", "min_warm", false, 0, 256, &v, err)) < 0)
+        if ((r = cvm_json_get_u32(pool, "pool", "min_warm", 0, 256, &s->min_warm, err)) < 0)
                 return r;
-        s->min_warm = (uint32_t)v;
         if (s->min_warm > s->max_vms)
                 return cvm_error_set(err, -EINVAL,
                                      "field 'pool.min_warm' (%u) must not exceed 'pool.max_vms' "
@@ -150,10 +145,9 @@ static int parse_pool(json_t *pool, cvm_fn_spec *s, cvm_error *err) {
         if (kind && cvm_policy_kind_from_string(kind, &s->policy.kind) < 0)
                 return cvm_error_set(err, -EINVAL,
                                      "field 'pool.policy' must be \"fixed\" or \"histogram\"");
-        v = s->policy.keep_alive_s;
-        if ((r = cvm_json_get_int(pool, "pool", "keep_alive_s", false, 0, 86400, &v, err)) < 0)
+        if ((r = cvm_json_get_u32(pool, "pool", "keep_alive_s", 0, 86400, &s->policy.keep_alive_s,
+                                  err)) < 0)
                 return r;
-        s->policy.keep_alive_s = (uint32_t)v;
         return 0;
 }
 
@@ -177,11 +171,8 @@ int cvm_fn_spec_parse(json_t *obj, const cvm_fn_limits *lim, cvm_fn_spec *ret, c
                 r = cvm_json_get_object(obj, "", "handler", true, &handler, err);
         if (r >= 0)
                 r = cvm_json_get_object(obj, "", "pool", false, &pool, err);
-        if (r >= 0) {
-                v = s.timeout_ms;
-                r = cvm_json_get_int(obj, "", "timeout_ms", false, 1, 3600000, &v, err);
-                s.timeout_ms = (uint32_t)v;
-        }
+        if (r >= 0)
+                r = cvm_json_get_u32(obj, "", "timeout_ms", 1, 3600000, &s.timeout_ms, err);
         if (r >= 0) {
                 v = (int64_t)s.max_request_bytes;
                 r = cvm_json_get_int(obj, "", "max_request_bytes", false, 0,
@@ -194,11 +185,8 @@ int cvm_fn_spec_parse(json_t *obj, const cvm_fn_limits *lim, cvm_fn_spec *ret, c
                                      (int64_t)lim->max_response_bytes, &v, err);
                 s.max_response_bytes = (uint64_t)v;
         }
-        if (r >= 0) {
-                v = s.concurrency;
-                r = cvm_json_get_int(obj, "", "concurrency", false, 1, 64, &v, err);
-                s.concurrency = (uint32_t)v;
-        }
+        if (r >= 0)
+                r = cvm_json_get_u32(obj, "", "concurrency", 1, 64, &s.concurrency, err);
         if (r >= 0)
                 r = parse_pool(pool, &s, err);
         if (r >= 0)

@@ -116,16 +116,6 @@ static int get_string_field(json_t *obj, const char *path, const char *key, bool
         return 0;
 }
 
-static int get_u32_field(json_t *obj, const char *path, const char *key, uint32_t min, uint32_t max,
-                         uint32_t *field, cvm_error *err) {
-        int64_t v = *field;
-        int r = cvm_json_get_int(obj, path, key, false, min, max, &v, err);
-        if (r < 0)
-                return r;
-        *field = (uint32_t)v;
-        return 0;
-}
-
 /* "0x" and 1..16 hex digits. */
 static int parse_hex_u64(const char *s, uint64_t *ret) {
         if (s[0] != '0' || (s[1] != 'x' && s[1] != 'X') || s[2] == '\0' || strlen(s + 2) > 16)
@@ -360,17 +350,17 @@ int cvm_image_spec_parse(json_t *obj, const cvm_image_spec *defaults, const char
                     (r = get_string_field(obj, path, "kernel", true, &s.kernel, err)) < 0 ||
                     (r = get_string_field(obj, path, "initrd", true, &s.initrd, err)) < 0 ||
                     (r = get_string_field(obj, path, "cmdline", true, &s.cmdline, err)) < 0 ||
-                    (r = get_u32_field(obj, path, "vcpus", 1, CVM_IMAGE_VCPUS_MAX, &s.vcpus, err)) <
-                            0 ||
-                    (r = get_u32_field(obj, path, "memory_mib", CVM_IMAGE_MEMORY_MIB_MIN,
-                                       CVM_IMAGE_MEMORY_MIB_MAX, &s.memory_mib, err)) < 0 ||
+                    (r = cvm_json_get_u32(obj, path, "vcpus", 1, CVM_IMAGE_VCPUS_MAX, &s.vcpus,
+                                          err)) < 0 ||
+                    (r = cvm_json_get_u32(obj, path, "memory_mib", CVM_IMAGE_MEMORY_MIB_MIN,
+                                          CVM_IMAGE_MEMORY_MIB_MAX, &s.memory_mib, err)) < 0 ||
                     (r = get_hex_field(obj, path, "guest_policy", &s.guest_policy, err)) < 0 ||
                     (r = get_string_field(obj, path, "vcpu_type", false, &s.vcpu_type, err)) < 0 ||
                     (r = get_hex_field(obj, path, "guest_features", &s.guest_features, err)) < 0 ||
-                    (r = get_u32_field(obj, path, "firmware_boot_ms", 0, CVM_IMAGE_BOOT_MS_MAX,
-                                       &s.firmware_boot_ms, err)) < 0 ||
-                    (r = get_u32_field(obj, path, "kernel_boot_ms", 0, CVM_IMAGE_BOOT_MS_MAX,
-                                       &s.kernel_boot_ms, err)) < 0)
+                    (r = cvm_json_get_u32(obj, path, "firmware_boot_ms", 0, CVM_IMAGE_BOOT_MS_MAX,
+                                          &s.firmware_boot_ms, err)) < 0 ||
+                    (r = cvm_json_get_u32(obj, path, "kernel_boot_ms", 0, CVM_IMAGE_BOOT_MS_MAX,
+                                          &s.kernel_boot_ms, err)) < 0)
                         return r;
         }
         if ((r = check_spec(&s, path, err)) < 0 || (r = check_files(&s, path, NULL, err)) < 0)

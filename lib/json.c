@@ -96,6 +96,16 @@ int cvm_json_get_int(json_t *obj, const char *path, const char *key, bool requir
         return 0;
 }
 
+int cvm_json_get_u32(json_t *obj, const char *path, const char *key, uint32_t min, uint32_t max,
+                     uint32_t *ret, cvm_error *err) {
+        int64_t v = *ret;
+        int r = cvm_json_get_int(obj, path, key, false, min, max, &v, err);
+        if (r < 0)
+                return r;
+        *ret = (uint32_t)v;
+        return 0;
+}
+
 int cvm_json_get_bool(json_t *obj, const char *path, const char *key, bool required, bool *ret,
                       cvm_error *err) {
         json_t *v;

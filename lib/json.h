@@ -24,6 +24,9 @@ int cvm_json_get_string(json_t *obj, const char *path, const char *key, bool req
                         const char **ret, cvm_error *err);
 int cvm_json_get_int(json_t *obj, const char *path, const char *key, bool required, int64_t min,
                      int64_t max, int64_t *ret, cvm_error *err);
+/* An optional unsigned field between min and max. */
+int cvm_json_get_u32(json_t *obj, const char *path, const char *key, uint32_t min, uint32_t max,
+                     uint32_t *ret, cvm_error *err);
 int cvm_json_get_bool(json_t *obj, const char *path, const char *key, bool required, bool *ret,
                       cvm_error *err);
 /* An object member (or NULL when absent and not required). */

@@ -197,7 +197,6 @@ static int lv_config_parse(json_t *s, lv_config *ret, cvm_error *err) {
                        .workers = 4};
         const char *uri = NULL, *machine = NULL, *accel = NULL, *log_dir = NULL, *snp = NULL,
                    *chain = NULL;
-        int64_t v;
         int r;
         if (s) {
                 if ((r = cvm_json_check_fields(s, "libvirt", lv_fields, err)) < 0 ||
@@ -210,31 +209,21 @@ static int lv_config_parse(json_t *s, lv_config *ret, cvm_error *err) {
                     (r = cvm_json_get_bool(s, "libvirt", "plain_firmware", false, &c.plain_firmware,
                                            err)) < 0)
                         return r;
-                v = c.boot_timeout_ms;
-                if ((r = cvm_json_get_int(s, "libvirt", "boot_timeout_ms", false, 1000, 600000, &v,
+                if ((r = cvm_json_get_u32(s, "libvirt", "boot_timeout_ms", 1000, 600000,
+                                          &c.boot_timeout_ms, err)) < 0)
+                        return r;
+                if ((r = cvm_json_get_u32(s, "libvirt", "stop_timeout_ms", 1000, 600000,
+                                          &c.stop_timeout_ms, err)) < 0)
+                        return r;
+                if ((r = cvm_json_get_u32(s, "libvirt", "call_timeout_ms", 1000, 3600000,
+                                          &c.call_timeout_ms, err)) < 0)
+                        return r;
+                if ((r = cvm_json_get_u32(s, "libvirt", "heartbeat_ms", 0, 600000, &c.heartbeat_ms,
                                           err)) < 0)
                         return r;
-                c.boot_timeout_ms = (uint32_t)v;
-                v = c.stop_timeout_ms;
-                if ((r = cvm_json_get_int(s, "libvirt", "stop_timeout_ms", false, 1000, 600000, &v,
+                if ((r = cvm_json_get_u32(s, "libvirt", "workers", 1, LV_WORKERS_MAX, &c.workers,
                                           err)) < 0)
                         return r;
-                c.stop_timeout_ms = (uint32_t)v;
-                v = c.call_timeout_ms;
-                if ((r = cvm_json_get_int(s, "libvirt", "call_timeout_ms", false, 1000, 3600000, &v,
-                                          err)) < 0)
-                        return r;
-                c.call_timeout_ms = (uint32_t)v;
-                v = c.heartbeat_ms;
-                if ((r = cvm_json_get_int(s, "libvirt", "heartbeat_ms", false, 0, 600000, &v,
-                                          err)) < 0)
-                        return r;
-                c.heartbeat_ms = (uint32_t)v;
-                v = c.workers;
-                if ((r = cvm_json_get_int(s, "libvirt", "workers", false, 1, LV_WORKERS_MAX, &v,
-                                          err)) < 0)
-                        return r;
-                c.workers = (uint32_t)v;
         }
         if (uri && !*uri)
                 return cvm_error_set(err, -EINVAL, "field 'libvirt.uri' must not be empty");

@@ -103,7 +103,6 @@ static int sim_config_parse(json_t *sim, json_t *psp, sim_config *ret, cvm_error
         sim_config c = {.prepare_ms = 10, .memory_limit = true, .heartbeat_ms = 1000};
         cvm_psp_sim_config_default(&c.psp);
         const char *agent = NULL, *schedule = NULL;
-        int64_t v;
         int r = 0;
         if (sim) {
                 if ((r = cvm_json_check_fields(sim, "sim", sim_fields, err)) < 0 ||
@@ -111,15 +110,12 @@ static int sim_config_parse(json_t *sim, json_t *psp, sim_config *ret, cvm_error
                     (r = cvm_json_get_bool(sim, "sim", "memory_limit", false, &c.memory_limit,
                                            err)) < 0)
                         return r;
-                v = c.prepare_ms;
-                if ((r = cvm_json_get_int(sim, "sim", "prepare_ms", false, 0, 600000, &v, err)) < 0)
+                if ((r = cvm_json_get_u32(sim, "sim", "prepare_ms", 0, 600000, &c.prepare_ms,
+                                          err)) < 0)
                         return r;
-                c.prepare_ms = (uint32_t)v;
-                v = c.heartbeat_ms;
-                if ((r = cvm_json_get_int(sim, "sim", "heartbeat_ms", false, 0, 600000, &v, err)) <
-                    0)
+                if ((r = cvm_json_get_u32(sim, "sim", "heartbeat_ms", 0, 600000, &c.heartbeat_ms,
+                                          err)) < 0)
                         return r;
-                c.heartbeat_ms = (uint32_t)v;
                 if (agent && agent[0] != '/')
                         return cvm_error_set(err, -EINVAL,
                                              "field 'sim.agent' must be an absolute path");
