@@ -32,6 +32,8 @@ fail() {
 # verifier (~13 KB): ~30 ms of PSP time per VM.
 head -c 16384 /dev/zero >"$tmp/fw16k.bin"
 
+# A command prefix for the daemon, such as a taskset that pins it.
+pin=()
 start_daemon() { # SCHEDULE [ASIDS [SIM_MEMORY_LIMIT [POOL_VMS]]]
         stop_daemon
         rm -rf "$tmp/state"
@@ -46,7 +48,7 @@ start_daemon() { # SCHEDULE [ASIDS [SIM_MEMORY_LIMIT [POOL_VMS]]]
   "psp": {"schedule": "$1", "asids": ${2:-509}}$pool
 }
 JSON
-        "$root/$build/cvmd" --config "$tmp/cfg.json" --state-dir "$tmp/state" \
+        "${pin[@]}" "$root/$build/cvmd" --config "$tmp/cfg.json" --state-dir "$tmp/state" \
                 --listen "unix:$tmp/cvmd.sock" 2>"$tmp/cvmd.log" &
         pid=$!
         for _ in $(seq 1 100); do
@@ -95,6 +97,20 @@ start_daemon cvmd
 echo
 timeout 180 "$root/$build/bench/warm-overhead" "$tmp/cvmd.sock" --connections 4 --seconds 10 \
         --agent "$root/$build/cvm-agent" --pid "$pid" || fail "warm-overhead failed"
+
+# Again with every process on one CPU: the daemon (so its agents and handlers)
+# and the benchmark (so its direct agent and relay). A wake-up is then a
+# context switch, never a halted CPU brought back (in a VM, an interrupt
+# through the hypervisor), so what remains is the daemon's own work (~35 s).
+if [ "$(nproc)" -gt 1 ]; then
+        pin=(taskset -c 0)
+        start_daemon cvmd
+        echo
+        timeout 180 "${pin[@]}" "$root/$build/bench/warm-overhead" "$tmp/cvmd.sock" --connections 4 \
+                --seconds 10 --agent "$root/$build/cvm-agent" --pid "$pid" ||
+                fail "warm-overhead on one CPU failed"
+        pin=()
+fi
 
 # Memory and warm latency at 1000 functions and 500 VMs (~35 s). VMs of 16 MiB
 # would not fit an address-space limit, so it is off; 1024 ASIDs and pool

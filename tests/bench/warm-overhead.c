@@ -9,8 +9,9 @@
  * direct client through a bare relay process (poll, read, write) in the same
  * rounds gives what any process between client and agent costs on this
  * host; GET /v1/health the HTTP floor; --pid the daemon's CPU per
- * invocation. Usage: warm-overhead SOCKET [--connections C] [--seconds S]
- * [--agent PATH] [--pid DAEMON_PID]. */
+ * invocation and its CPU set. Usage: warm-overhead SOCKET [--connections C]
+ * [--seconds S] [--agent PATH] [--pid DAEMON_PID]; start the daemon and this
+ * program under `taskset -c N` to measure with every process on one CPU. */
 #include <curl/curl.h>
 #include <dirent.h>
 #include <errno.h>
@@ -19,6 +20,7 @@
 #include <limits.h>
 #include <math.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -613,6 +615,53 @@ static uint64_t cpu_ns(pid_t pid, bool main_only) {
 }
 
 /* The agent next to the bench's build directory: BUILD/bench/warm-overhead -> BUILD/cvm-agent. */
+/* Writes a CPU set as a list ("0", "0-1,3") into out. */
+static void cpuset_format(const cpu_set_t *set, char *out, size_t size) {
+        size_t len = 0;
+        out[0] = '\0';
+        for (int c = 0; c < CPU_SETSIZE && len < size; c++) {
+                if (!CPU_ISSET(c, set))
+                        continue;
+                int last = c;
+                while (last + 1 < CPU_SETSIZE && CPU_ISSET(last + 1, set))
+                        last++;
+                int n = last == c ? snprintf(out + len, size - len, "%s%d", len ? "," : "", c)
+                                  : snprintf(out + len, size - len, "%s%d-%d", len ? "," : "", c,
+                                             last);
+                if (n < 0)
+                        break;
+                len += (size_t)n;
+                c = last;
+        }
+}
+
+/* Says where the processes of the measurement run. The daemon's agents and
+ * handlers inherit its set, this program's agent and relay inherit this one.
+ * When all share one CPU, every wake-up on the path is a context switch; with
+ * more, a wake-up may have to bring a halted CPU back, which in a VM is an
+ * interrupt through the hypervisor (25-40 us on a Firecracker guest), paid
+ * twice more per invocation through the daemon than directly. */
+static void report_cpus(pid_t daemon_pid) {
+        cpu_set_t self, dmn;
+        char self_s[256], dmn_s[256];
+        if (sched_getaffinity(0, sizeof(self), &self) < 0)
+                die("sched_getaffinity: %s", strerror(errno));
+        cpuset_format(&self, self_s, sizeof(self_s));
+        if (!daemon_pid || sched_getaffinity(daemon_pid, sizeof(dmn), &dmn) < 0) {
+                printf("  CPUs: this benchmark on %s; the daemon's not known (pass --pid)\n",
+                       self_s);
+                return;
+        }
+        cpuset_format(&dmn, dmn_s, sizeof(dmn_s));
+        if (CPU_EQUAL(&self, &dmn) && CPU_COUNT(&self) == 1)
+                printf("  CPUs: all processes on CPU %s (every wake-up a context switch)\n",
+                       self_s);
+        else
+                printf("  CPUs: this benchmark, its agent and relay on %s; the daemon, its agents "
+                       "and handlers on %s\n",
+                       self_s, dmn_s);
+}
+
 static char *default_agent(void) {
         static char path[PATH_MAX];
         ssize_t k = readlink("/proc/self/exe", path, sizeof(path) - 1);
@@ -685,6 +734,7 @@ int main(int argc, char **argv) {
                "1-connection, direct, relay and health runs\n  alternate in rounds of %d "
                "requests each\n",
                ROUND);
+        report_cpus(daemon_pid);
         printf("  %-16s %5s %9s %9s %9s %9s %9s %9s\n", "run", "conns", "requests", "req/s", "p50",
                "p90", "p99", "max");
 
