@@ -95,14 +95,29 @@ BENCH_BINS := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 include firmware/verifier/verifier.mk
 
 .PHONY: all deps run check asan test unit integration install uninstall format format-check \
-	bench fuzz fuzz-build clean build-all
+	bench fuzz fuzz-build clean build-all FORCE
 .DEFAULT_GOAL := all
 
 all: $(PROGRAMS) $(VERIFIER)
 
 build-all: all $(UNIT_BINS) $(BENCH_BINS)
 
-$(BUILD)/obj/%.o: %.c
+# The compiler and flags a build directory was built with: objects depend on
+# them, so building it again with another compiler (the sanitized build moved
+# from GCC to clang) or other flags rebuilds everything rather than mixing the
+# two. The file changes only when they do.
+FLAGS_STAMP := $(BUILD)/flags.stamp
+FLAGS_ID = $(CC) $(ALL_CFLAGS) LDFLAGS: $(ALL_LDFLAGS)
+$(FLAGS_STAMP): FORCE
+	@mkdir -p $(dir $@)
+	@printf '%s\n' '$(FLAGS_ID)' | cmp -s - $@ || printf '%s\n' '$(FLAGS_ID)' >$@
+FORCE:
+
+# Objects reached through a pattern rule (tools, tests, benchmarks) would be
+# deleted as intermediate, then rebuilt by the next make once their .d files
+# name them.
+.PRECIOUS: $(BUILD)/obj/%.o
+$(BUILD)/obj/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(call quiet,CC,$@)$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
