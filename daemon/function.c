@@ -435,6 +435,13 @@ static void put_apply(cvm_fn_put *p) {
         cvm_function *fn = cvm_functions_find(fns, p->name);
         bool created = !fn;
         int64_t now_ms = cvm_wall_ms();
+        if (!fn && !p->image) {
+                /* A pool update has no image of its own to create from (a delete
+                 * waits for updates, so this is only a guard). */
+                cvm_error_set(&err, -ENOENT, "function %s was deleted during the update", p->name);
+                put_finish(p, NULL, false, &err);
+                return;
+        }
         if (fn && same_vms(&fn->gen->spec, &p->spec)) {
                 /* Only limits or pool settings changed: keep the warm VMs. */
                 cvm_pool_settings ps;
@@ -528,14 +535,28 @@ static void on_put_image(cvm_image *img, const cvm_error *err, void *ud) {
         put_store(p);
 }
 
+static bool put_pending(const cvm_functions *fns, const char *name) {
+        for (const cvm_fn_put *q = fns->puts; q; q = q->next)
+                if (strcmp(q->name, name) == 0)
+                        return true;
+        return false;
+}
+
+/* Functions that exist or are being created: what functions.max bounds. */
+static uint32_t functions_counted(const cvm_functions *fns) {
+        uint32_t n = fns->count;
+        for (const cvm_fn_put *q = fns->puts; q; q = q->next)
+                if (!cvm_functions_find((cvm_functions *)fns, q->name))
+                        n++;
+        return n;
+}
+
 static int put_start(cvm_functions *fns, const char *name, const char *tenant, json_t *spec_json,
                      cvm_fn_spec *spec, bool measure, cvm_fn_put_cb cb, void *userdata,
                      cvm_fn_put **ret, cvm_error *err) {
-        for (cvm_fn_put *q = fns->puts; q; q = q->next)
-                if (strcmp(q->name, name) == 0)
-                        return cvm_error_set(err, -EBUSY,
-                                             "function %s is being updated by another request",
-                                             name);
+        if (put_pending(fns, name))
+                return cvm_error_set(err, -EBUSY, "function %s is being updated by another request",
+                                     name);
         cvm_fn_put *p = calloc(1, sizeof(*p));
         if (!p)
                 return cvm_error_set(err, -ENOMEM, "out of memory");
@@ -580,7 +601,7 @@ int cvm_functions_put(cvm_functions *fns, const char *name, const char *tenant, 
         /* Another tenant's function does not exist for this caller. */
         if (existing && !cvm_function_visible(existing, tenant))
                 return cvm_error_set(err, -ENOENT, "no function %s", CVM_QUOTE(name));
-        if (!existing && fns->count >= fns->d.max_functions)
+        if (!existing && functions_counted(fns) >= fns->d.max_functions)
                 return cvm_error_set(err, -ENOSPC, "too many functions: at most %u",
                                      fns->d.max_functions);
         cvm_fn_spec spec;
@@ -624,6 +645,11 @@ int cvm_functions_delete(cvm_functions *fns, const char *name, cvm_error *err) {
         cvm_function *fn = cvm_functions_find(fns, name);
         if (!fn)
                 return cvm_error_set(err, -ENOENT, "no function %s", CVM_QUOTE(name));
+        /* The update's store write is queued before this delete's: applied
+         * after it, it would bring the function back in memory only. */
+        if (put_pending(fns, name))
+                return cvm_error_set(err, -EBUSY, "function %s is being updated by another request",
+                                     name);
         cvm_store_val v[] = {CVM_STORE_S(name)};
         int r = cvm_store_write(fns->d.store, CVM_STORE_FUNCTION_DELETE, v, 1, NULL, NULL);
         if (r < 0)
@@ -843,6 +869,19 @@ static void record(cvm_invocation *inv, const cvm_inv_result *r) {
         cvm_vms_record_invocation(inv->fns->d.vms, &rec);
 }
 
+/* The row of an invocation that never reached a VM and is answered by its
+ * caller, without a callback. */
+static void record_unrun(cvm_invocation *inv, const char *status, const cvm_error *err) {
+        cvm_inv_result r = {.id = inv->id,
+                            .function = inv->gen->name,
+                            .status = status,
+                            .http_status = cvm_http_status_for_errno(err->code),
+                            .message = err->message,
+                            .exit_code = -1,
+                            .total_ns = cvm_clock_now(inv->fns->d.clock) - inv->arrived_ns};
+        record(inv, &r);
+}
+
 /* Every invocation ends here exactly once. */
 static void finish(cvm_invocation *inv, cvm_inv_result *r) {
         r->id = inv->id;
@@ -1060,7 +1099,8 @@ int cvm_function_invoke(cvm_function *fn, const void *body, size_t len, bool asy
         }
         cvm_pool_vm *pvm = NULL;
         r = cvm_pool_acquire(g->pool, on_grant, inv, &pvm, &inv->waiter, err);
-        if (r == 1 && (r = run_on(inv, pvm, err)) >= 0)
+        bool taken = r == 1;
+        if (taken && (r = run_on(inv, pvm, err)) >= 0)
                 r = 1;
         if (r < 0) {
                 /* Nothing ran: the caller answers with the error, no callback follows. */
@@ -1068,6 +1108,11 @@ int cvm_function_invoke(cvm_function *fn, const void *body, size_t len, bool asy
                         async_unlink(fns, inv->entry);
                 if (r == -EAGAIN)
                         cvm_error_prefix(err, "overloaded: ");
+                else
+                        /* It was taken in (a launch failed at once, or the VM
+                         * it got could not take it): it has a row, as if it
+                         * had waited. */
+                        record_unrun(inv, taken ? "vm_failed" : "failed_to_start", err);
                 inv_free(inv);
                 return r;
         }

@@ -343,6 +343,16 @@ static void on_invoked(cvm_vm *vm, const cvm_agent_result *result, const cvm_err
         cvm_vm_invoke_cb cb = ctx->cb;
         void *ud = ctx->userdata;
         free(ctx);
+        if (!result && vm->state == CVM_VM_READY && vm->on_gone) {
+                /* The agent's connection ended: the VM is dead, and its death
+                 * is reported only after every invocation on it has failed.
+                 * The owner hears it first, or the slot this callback frees
+                 * would go to the next waiter, fail there, and so on down the
+                 * queue. */
+                void (*gone)(cvm_vm *, void *) = vm->on_gone;
+                vm->on_gone = NULL;
+                gone(vm, vm->owner);
+        }
         cb(vm, &out, ud);
 }
 

@@ -49,6 +49,11 @@ struct cvm_pool_fn {
         uint32_t running; /* Invocations running on this function's VMs. */
         cvm_pool_waiter *wait_head, *wait_tail;
         uint32_t n_waiting;
+        /* The waiter cvm_pool_acquire is adding: a launch that fails at once
+         * while it plans fails the acquire itself, never a callback inside it. */
+        cvm_pool_waiter *acquiring;
+        bool acquire_failed;
+        cvm_error acquire_err;
         cvm_timer *prewarm_timer; /* The histogram policy's pre-warm. */
         cvm_timer *retry_timer;   /* Refills after a failed launch back off. */
         uint64_t backoff_ns, backoff_until_ns;
@@ -376,6 +381,12 @@ static void fail_oldest_waiter(cvm_pool_fn *fn, const cvm_error *err) {
         cvm_pool_waiter *w = pop_waiter(fn);
         if (!w)
                 return;
+        if (w == fn->acquiring) {
+                fn->acquire_failed = true;
+                fn->acquire_err = *err;
+                free(w);
+                return;
+        }
         cvm_pool_grant g = {.err = err, .queue_ns = now(fn) - w->arrived_ns};
         w->cb(w, &g, w->userdata);
         free(w);
@@ -482,8 +493,18 @@ int cvm_pool_acquire(cvm_pool_fn *fn, cvm_pool_grant_cb cb, void *userdata, cvm_
         CVM_QUEUE_APPEND(fn->wait_head, fn->wait_tail, w);
         fn->n_waiting++;
         fn->pool->waiting++;
-        *ret_waiter = w;
+        fn->acquiring = w;
+        fn->acquire_failed = false;
         plan(fn);
+        fn->acquiring = NULL;
+        if (fn->acquire_failed) {
+                /* The launch for this request failed at once (w is freed). */
+                fn->acquire_failed = false;
+                if (err)
+                        *err = fn->acquire_err;
+                return fn->acquire_err.code;
+        }
+        *ret_waiter = w;
         return 0;
 }
 

@@ -24,6 +24,7 @@ invoke() { # NAME [CURL ARGS]: prints "STATUS START VMID BODY"; headers stay in 
                 "$(tr -d '\r' <"$d/h" | sed -n 's/^Cvm-Vm-Id: //p')" "$(cat "$d/b")"
 }
 pool() { api GET "/v1/functions/$1" | cut -d' ' -f2- | json "d['pool']['$2']"; }
+waiting() { [ "$(pool "$1" waiting)" = 1 ]; }
 wait_for() { # SECONDS COMMAND...: polls until the command succeeds
         local end=$((SECONDS + $1))
         shift
@@ -170,6 +171,24 @@ expect "a VM dying under a function's invocation is a 502" "$out" '^502 warm vm-
 (invoke dies -d x >/dev/null) &
 sleep 0.3
 expect "the function gets a new VM next time" "$(pool dies launches)" '^2$'
+# A VM that dies with an invocation waiting for it: the waiter gets a new VM,
+# not the dead one (where it would fail, and every waiter after it).
+printf '#!/bin/sh\nread -r x\n[ "$x" = slow ] && sleep 5\necho "got $x"\n' >"$TMP/maybe.sh"
+chmod +x "$TMP/maybe.sh"
+put dies1 '{"handler": {"exec": ["'"$TMP/maybe.sh"'"]}, "pool": {"max_vms": 1}}' >/dev/null
+invoke dies1 -d warmup -o /dev/null >/dev/null
+pid=$(api GET '/v1/vms?function=dies1' | cut -d' ' -f2- | json 'd["vms"][0]["host"]["pid"]')
+(invoke dies1 -d slow >"$TMP/d1") &
+d1=$!
+sleep 0.3
+(invoke dies1 -d next >"$TMP/d2") &
+d2=$!
+check "the second invocation waits for the busy VM" wait_for 5 waiting dies1
+kill -KILL "$pid"
+wait "$d1" "$d2"
+expect "the invocation on the dead VM is a 502" "$(cat "$TMP/d1")" '^502 warm '
+expect "the one waiting for it is served by a new VM" "$(cat "$TMP/d2")" '^200 cold vm-[0-9a-f]{16} got next$'
+expect "the dead VM is not used again" "$(pool dies1 launches)" '^2$'
 
 # An attestation waits for a VM as an invocation does, up to the timeout.
 nonce="{\"nonce\": \"$(printf '%0128d' 0)\"}"
@@ -208,7 +227,6 @@ curl -s --unix-socket "$SOCK" -o /dev/null -w "%{http_code}" -H 'Content-Type: a
 open5=$!
 running() { [ "$(api GET '/v1/vms?function=runs' | grep -o '"active":1')" = '"active":1' ]; }
 check "the running invocation runs" wait_for 5 running
-waiting() { [ "$(pool "$1" waiting)" = 1 ]; }
 check "the invocation waits" wait_for 5 waiting boots
 check "the attestation waits" wait_for 5 waiting boots3
 bare_busy() { api GET "/v1/vms/$bare" | grep -q '"active":1'; }
@@ -238,4 +256,36 @@ expect "all three are recorded as cancelled by the shutdown" \
         '^boots:cancelled boots2:cancelled runs:cancelled $'
 expect "saying why" "$(sqlite3 "$db" "SELECT DISTINCT error FROM invocations WHERE function IN ('boots', 'boots2', 'runs')")" \
         '^the daemon shut down before the invocation ended$'
+
+# Updates in flight: a delete waits for them, and functions.max counts them.
+sim_config "$TMP/cfg3.json" '"functions": {"max": 3}'
+rm -rf "$STATE"
+start_daemon --config "$TMP/cfg3.json" || not_ok "restart with functions.max 3"
+put a '{"handler": {"exec": ["/bin/cat"]}}' >/dev/null
+# Hashing a 400 MiB initrd keeps the update in flight for a while.
+truncate -s 16M "$TMP/k.bin"
+truncate -s 400M "$TMP/i.bin"
+(put a '{"handler": {"exec": ["/bin/cat"]}, "image": {"kernel": "'"$TMP/k.bin"'", "initrd": "'"$TMP/i.bin"'"}}' >"$TMP/put_a") &
+put_a=$!
+sleep 0.2
+expect "a delete while the function is being updated is a 409" "$(api DELETE /v1/functions/a)" \
+        '^409 \{"error":"busy","message":"function a is being updated by another request"\}$'
+wait "$put_a"
+rm -f "$TMP/k.bin" "$TMP/i.bin"
+expect "the function is still there after the update" "$(api GET /v1/functions/a | cut -c1-3)" '^200$'
+expect "and is deleted once it is over" "$(api DELETE /v1/functions/a)" '^202 '
+puts=()
+for i in 1 2 3 4 5 6 7 8; do
+        curl -s --unix-socket "$SOCK" -X PUT -o /dev/null -w '%{http_code}' \
+                -H 'Content-Type: application/json' -d '{"handler": {"exec": ["/bin/cat"]}}' \
+                "http://cvmd/v1/functions/m$i" >"$TMP/m$i" &
+        puts+=($!)
+done
+wait "${puts[@]}"
+expect "functions.max holds under concurrent creates" "$(for f in "$TMP"/m[1-8]; do cat "$f"; echo; done | sort | uniq -c | awk '{printf "%s:%s ", $2, $1}')" \
+        '^201:3 503:5 $'
+expect "as many functions as the limit" "$(api GET /v1/functions | cut -d' ' -f2- | json 'len(d["functions"])')" '^3$'
+expect "the refusal names the limit" "$(put m9 '{"handler": {"exec": ["/bin/cat"]}}')" \
+        '^503 \{"error":"resource_exhausted","message":"too many functions: at most 3"\}$'
+stop_daemon
 finish

@@ -37,6 +37,7 @@ struct ctx {
         cvm_clock *clock;
         cvm_pool *pool;
         bool fail_launches;
+        bool refuse_launches; /* The backend refuses at once, inside the launch call. */
         uint64_t launch_ns;
         fvm *vms[MAX_FVMS];
         int nvms;
@@ -79,6 +80,8 @@ static void on_fvm_timer(cvm_timer *t, void *ud) {
 
 static int fake_launch(void *ud, cvm_pool_vm *pvm, bool demand, cvm_error *err) {
         ctx *c = ud;
+        if (c->refuse_launches)
+                return cvm_error_set(err, -EINVAL, "fake launch refused");
         if (c->nvms == MAX_FVMS)
                 return cvm_error_set(err, -ENOSPC, "too many fake VMs");
         fvm *v = calloc(1, sizeof(*v));
@@ -564,6 +567,43 @@ static void test_launch_failure_waiters(void **state) {
         teardown(&c);
 }
 
+/* A launch the backend refuses at once fails the acquire that started it:
+ * its callback never runs inside cvm_pool_acquire (the caller would still be
+ * setting the request up). An older waiter hears it through its callback. */
+static void test_launch_refused_in_acquire(void **state) {
+        (void)state;
+        ctx c;
+        setup(&c);
+        c.refuse_launches = true;
+        cvm_pool_settings s = settings();
+        cvm_pool_fn *fn = new_fn(&c, "f", &s, 1);
+        req r0;
+        assert_int_equal(acquire(&c, fn, &r0), -EINVAL);
+        assert_false(r0.granted);
+        assert_null(r0.w);
+        cvm_pool_fn_stats st = fstats(fn);
+        assert_int_equal(st.waiting, 0);
+        assert_int_equal(st.launch_failures, 1);
+        /* A waiter that came before, behind a launch on its way: a refused
+         * launch for a newer request fails the oldest waiter, through its
+         * callback, and the newer one takes the launch on its way. */
+        c.refuse_launches = false;
+        req r1, r2;
+        assert_int_equal(acquire(&c, fn, &r1), 0);
+        c.refuse_launches = true;
+        assert_int_equal(acquire(&c, fn, &r2), 0);
+        assert_true(r1.granted);
+        assert_null(r1.vm);
+        assert_int_equal(r1.err, -EINVAL);
+        assert_non_null(r2.w);
+        assert_false(r2.granted);
+        advance(&c, LAUNCH_NS);
+        assert_true(r2.granted);
+        assert_non_null(r2.vm);
+        release(&r2);
+        teardown(&c);
+}
+
 /* Refills after failed launches back off: few launches in 10 s, not a loop. */
 static void test_launch_failure_backoff(void **state) {
         (void)state;
@@ -753,6 +793,7 @@ int main(void) {
                 cmocka_unit_test(test_max_waiting),
                 cmocka_unit_test(test_cancel),
                 cmocka_unit_test(test_launch_failure_waiters),
+                cmocka_unit_test(test_launch_refused_in_acquire),
                 cmocka_unit_test(test_launch_failure_backoff),
                 cmocka_unit_test(test_fn_update),
                 cmocka_unit_test(test_fn_delete_busy_idle),
