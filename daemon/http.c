@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <microhttpd.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,9 @@
 #define MAX_PARAMS 4
 #define MAX_HEADERS 16
 #define MAX_SEGMENTS 16
+/* How often suspended requests are checked for clients that went away
+ * (libmicrohttpd does not watch a suspended connection). */
+#define GONE_CHECK_MS 250
 
 typedef struct listener listener;
 
@@ -38,6 +42,8 @@ struct cvm_http_req {
         bool body_too_large;
         bool handled;   /* The handler ran. */
         bool suspended; /* The connection waits for a late reply. */
+        bool gone;      /* The client went away while it waited: cancelled. */
+        int fd;         /* The connection's socket, while suspended. */
         json_t *json;
         struct MHD_Response *response;
         unsigned status;
@@ -57,7 +63,11 @@ struct listener {
         char *name;
         uv_poll_t poll;
         uv_timer_t timer;
-        uv_idle_t flush; /* Runs MHD for resumed connections at the end of the loop turn. */
+        uv_idle_t flush;       /* Runs MHD for resumed connections at the end of the loop turn. */
+        uv_timer_t gone_check; /* Runs while requests are suspended. */
+        /* MHD is closing a gone request's connection: its "internal error"
+         * line is expected. */
+        bool closing_gone;
         bool listening;
         bool trusted;
         int handles_open;
@@ -473,6 +483,55 @@ static void req_dispatch(cvm_http_req *req) {
         req->route->handler(req, srv->userdata);
 }
 
+/* The client of a suspended request went away: its owner forgets it (and
+ * never answers), and the connection is resumed for MHD to close. */
+static void req_gone(cvm_http_req *req) {
+        cvm_http_cancel_cb cb = req->cancel;
+        void *data = req->cancel_data;
+        req->cancel = NULL;
+        req->gone = true;
+        log_info("%s %s: the client went away after %.3f ms: cancelled", req->method,
+                 CVM_QUOTE(req->path), (double)(uv_hrtime() - req->started_ns) / 1e6);
+        cb(req, data);
+        if (req->suspended) {
+                req->suspended = false;
+                MHD_resume_connection(req->conn);
+                uv_idle_start(&req->listener->flush, on_flush);
+        }
+}
+
+/* Polls the sockets of this listener's suspended requests that can be
+ * cancelled: a peer that closed or shut down its side (POLLRDHUP), or an
+ * error, means nobody waits for the answer. Requests are freed only in MHD's
+ * callbacks, never in here, so the list stays valid while owners cancel. */
+static void on_gone_check(uv_timer_t *t) {
+        listener *l = t->data;
+        cvm_http_server *srv = l->srv;
+        size_t n = 0, suspended = 0;
+        for (cvm_http_req *r = srv->reqs; r; r = r->next)
+                if (r->listener == l && r->suspended)
+                        suspended++;
+        if (!suspended)
+                return;
+        struct pollfd *fds = calloc(suspended, sizeof(*fds));
+        cvm_http_req **reqs = calloc(suspended, sizeof(*reqs));
+        if (fds && reqs) {
+                for (cvm_http_req *r = srv->reqs; r; r = r->next)
+                        if (r->listener == l && r->suspended && r->cancel && r->fd >= 0) {
+                                fds[n] = (struct pollfd){.fd = r->fd, .events = POLLRDHUP};
+                                reqs[n++] = r;
+                        }
+                if (n && poll(fds, n, 0) > 0)
+                        for (size_t i = 0; i < n; i++)
+                                if ((fds[i].revents & (POLLRDHUP | POLLHUP | POLLERR)) &&
+                                    reqs[i]->suspended && reqs[i]->cancel)
+                                        req_gone(reqs[i]);
+        }
+        free(fds);
+        free(reqs);
+        uv_timer_start(t, on_gone_check, GONE_CHECK_MS, 0);
+}
+
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
                                  const char *method, const char *version, const char *upload_data,
                                  size_t *upload_data_size, void **con_cls) {
@@ -496,6 +555,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
                 if (!req->method || !req->path)
                         return MHD_NO;
                 req_route(req);
+        } else if (req->gone) {
+                /* Resumed only to be closed: the client is gone. */
+                l->closing_gone = true;
+                return MHD_NO;
         } else if (*upload_data_size) {
                 if (!req->response)
                         req_append(req, upload_data, *upload_data_size);
@@ -509,7 +572,12 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         if (req->handled && !req->suspended) {
                 /* The handler will answer later: park the connection. */
                 req->suspended = true;
+                const union MHD_ConnectionInfo *ci =
+                        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+                req->fd = ci ? ci->connect_fd : -1;
                 MHD_suspend_connection(conn);
+                if (!uv_is_active((uv_handle_t *)&l->gone_check))
+                        uv_timer_start(&l->gone_check, on_gone_check, GONE_CHECK_MS, 0);
         }
         return MHD_YES;
 }
@@ -522,10 +590,12 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         if (!req)
                 return;
         *con_cls = NULL;
+        if (req->gone)
+                req->listener->closing_gone = false;
         if (req->response) {
                 log_debug("%s %s %u %.3fms", req->method, CVM_QUOTE(req->path), req->status,
                           (double)(uv_hrtime() - req->started_ns) / 1e6);
-        } else if (req->handled) {
+        } else if (req->handled && !req->gone) {
                 log_info("%s %s: client went away before the reply (reason %d)", req->method,
                          CVM_QUOTE(req->path), (int)toe);
                 if (req->cancel)
@@ -565,12 +635,17 @@ static void listener_run(listener *l) {
 }
 
 __attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap) {
-        (void)cls;
+        listener *l = cls;
         char msg[512];
         vsnprintf(msg, sizeof(msg), fmt, ap);
         size_t n = strlen(msg);
         while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
                 msg[--n] = '\0';
+        if (l->closing_gone && strstr(msg, "Application reported internal error")) {
+                l->closing_gone = false;
+                log_debug("http: %s (a cancelled request's connection)", msg);
+                return;
+        }
         log_warn("http: %s", msg);
 }
 
@@ -609,8 +684,8 @@ int cvm_http_server_listen_fd(cvm_http_server *srv, int fd, const char *name, bo
         l->trusted = trusted;
         l->mhd = MHD_start_daemon(
                 MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL,
-                on_access, l, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET,
-                fd, MHD_OPTION_CONNECTION_LIMIT, (unsigned)srv->limits.max_connections,
+                on_access, l, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, l, MHD_OPTION_LISTEN_SOCKET, fd,
+                MHD_OPTION_CONNECTION_LIMIT, (unsigned)srv->limits.max_connections,
                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)srv->limits.connection_timeout_s,
                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_END);
         if (!l->mhd) {
@@ -631,8 +706,9 @@ int cvm_http_server_listen_fd(cvm_http_server *srv, int fd, const char *name, bo
         }
         uv_timer_init(srv->loop, &l->timer);
         uv_idle_init(srv->loop, &l->flush);
-        l->poll.data = l->timer.data = l->flush.data = l;
-        l->handles_open = 3;
+        uv_timer_init(srv->loop, &l->gone_check);
+        l->poll.data = l->timer.data = l->flush.data = l->gone_check.data = l;
+        l->handles_open = 4;
         l->listening = true;
         uv_poll_start(&l->poll, UV_READABLE, on_poll);
         l->next = srv->listeners;
@@ -658,7 +734,7 @@ size_t cvm_http_server_pending(cvm_http_server *srv) {
 
 void cvm_http_server_fail_pending(cvm_http_server *srv, const cvm_error *error) {
         for (cvm_http_req *r = srv->reqs; r; r = r->next)
-                if (r->handled && !r->response)
+                if (r->handled && !r->response && !r->gone)
                         cvm_http_reply_cvm_error(r, error);
 }
 
@@ -692,6 +768,7 @@ void cvm_http_server_free(cvm_http_server *srv) {
                 uv_close((uv_handle_t *)&l->poll, listener_closed);
                 uv_close((uv_handle_t *)&l->timer, listener_closed);
                 uv_close((uv_handle_t *)&l->flush, listener_closed);
+                uv_close((uv_handle_t *)&l->gone_check, listener_closed);
                 l = next;
         }
         free(srv);

@@ -21,7 +21,7 @@ invoke() { # NAME [CURL ARGS]: prints "STATUS START VMID BODY"; headers stay in 
         cp "$d/h" "$TMP/h" 2>/dev/null
         printf '%s %s %s %s\n' "$(cat "$d/s")" \
                 "$(tr -d '\r' <"$d/h" | sed -n 's/^Cvm-Start: //p')" \
-                "$(tr -d '\r' <"$d/h" | sed -n 's/^Cvm-Vm-Id: //p')" "$(cat "$d/b")"
+                "$(tr -d '\r' <"$d/h" | sed -n 's/^Cvm-Vm-Id: //p')" "$(cat "$d/b" 2>/dev/null)"
 }
 pool() { api GET "/v1/functions/$1" | cut -d' ' -f2- | json "d['pool']['$2']"; }
 waiting() { [ "$(pool "$1" waiting)" = 1 ]; }
@@ -84,6 +84,27 @@ first_vm=$(cut -d' ' -f3 "$TMP/first")
 expect "late binding: the waiting request took the VM that freed first" "$second" "^200 warm $first_vm slept"
 expect "late binding: a launch was started for it" "$(pool slow launches)" '^2$'
 api DELETE /v1/functions/slow >/dev/null
+
+# A client that goes away while its invocation waits for a VM cancels it: the
+# wait ends (its place is free for others), the launch goes on for the pool,
+# and the invocation is recorded as cancelled.
+put gone1 '{"handler": {"exec": ["/bin/cat"]}, "image": {"firmware_boot_ms": 5000}, "pool": {"max_vms": 1}}' >/dev/null
+expect "a client that gives up gets no answer" "$(invoke gone1 -m 0.5 -d x | cut -c1-3)" '^000$'
+not_waiting() { [ "$(pool gone1 waiting)" = 0 ]; }
+check "its invocation stops waiting" wait_for 2 not_waiting
+by_status() { api GET "/v1/stats?function=$1" | cut -d' ' -f2- | json "d['invocations']['by_status'].get('$2', 0)"; }
+cancelled() { [ "$(by_status gone1 cancelled)" = 1 ]; }
+check "and is recorded as cancelled" wait_for 3 cancelled
+expect "the launch it started serves the next one" "$(invoke gone1 -d y)" '^200 cold vm-[0-9a-f]{16} y$'
+# One that goes away while its invocation runs: the handler finishes and the
+# VM is free again.
+put gone2 '{"handler": {"exec": ["'"$TMP/sleep.sh"'", "1"]}, "pool": {"max_vms": 1}}' >/dev/null
+invoke gone2 -d warmup -o /dev/null >/dev/null
+expect "a client that gives up on a running invocation gets no answer" "$(invoke gone2 -m 0.3 -d x | cut -c1-3)" '^000$'
+expect "the VM serves the next one once the handler is done" "$(invoke gone2 -d y)" '^200 warm vm-[0-9a-f]{16} slept$'
+expect "the abandoned invocation ran to its end" "$(by_status gone2 ok)" '^3$'
+api DELETE /v1/functions/gone1 >/dev/null
+api DELETE /v1/functions/gone2 >/dev/null
 
 # Budgets: at most 3 VMs; a demand launch retires another function's idle VM.
 vms_total() { api GET /v1/pool | cut -d' ' -f2- | json 'd["vms"]'; }
