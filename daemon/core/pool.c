@@ -580,6 +580,9 @@ void cvm_pool_vm_ready(cvm_pool_vm *vm) {
         if (vm->state == PVM_READY && !vm->active)
                 idle(vm);
         plan(fn);
+        /* Idle now, it can be evicted for a function held back by the budget. */
+        if (vm->state == PVM_READY && !vm->active && fn->pool->waiting > fn->n_waiting)
+                replan_others(fn);
 }
 
 void cvm_pool_vm_failed(cvm_pool_vm *vm, const cvm_error *err) {
@@ -599,16 +602,23 @@ void cvm_pool_vm_failed(cvm_pool_vm *vm, const cvm_error *err) {
         fn->st.launch_failures++;
         if (!was_launching) {
                 maybe_finish_delete(fn);
-                return;
+        } else {
+                /* The oldest waiter hears why, unless other launches will serve it. */
+                if (fn->n_waiting > (uint64_t)fn->n_launching * fn->s.concurrency)
+                        fail_oldest_waiter(fn, err);
+                schedule_retry(fn);
+                if (fn->deleting)
+                        maybe_finish_delete(fn);
+                else
+                        plan(fn);
         }
-        /* The oldest waiter hears why, unless other launches will serve it. */
-        if (fn->n_waiting > (uint64_t)fn->n_launching * fn->s.concurrency)
-                fail_oldest_waiter(fn, err);
-        schedule_retry(fn);
-        if (fn->deleting)
-                maybe_finish_delete(fn);
-        else
-                plan(fn);
+        /* Its room in the budget may be what another function waits for (fn
+         * may be freed by now: p is not). */
+        for (cvm_pool_fn *f = p->fns, *next; f; f = next) {
+                next = f->next;
+                if (f->n_waiting)
+                        plan(f);
+        }
 }
 
 void cvm_pool_vm_gone(cvm_pool_vm *vm) {

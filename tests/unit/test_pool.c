@@ -495,6 +495,51 @@ static void test_budget_vms(void **state) {
         teardown(&c);
 }
 
+/* A function held back by the budget is planned again when another's launch
+ * fails (its room is free) and when another's VM becomes ready with nothing
+ * to do (it can be evicted), not only when a VM is released. */
+static void test_budget_replan(void **state) {
+        (void)state;
+        ctx c;
+        cvm_pool_budget b = {.vms = 1};
+        setup_budget(&c, &b);
+        cvm_pool_settings s = settings();
+        cvm_pool_fn *fa = new_fn(&c, "a", &s, 1);
+        cvm_pool_fn *fb = new_fn(&c, "b", &s, 2);
+        req ra, rb;
+        c.fail_launches = true;
+        acquire(&c, fa, &ra);
+        acquire(&c, fb, &rb);
+        assert_int_equal(c.launches, 1);
+        advance(&c, LAUNCH_NS);
+        assert_true(ra.granted);
+        assert_int_equal(ra.err, -EIO);
+        assert_int_equal(c.launches, 2);
+        c.fail_launches = false;
+        advance(&c, LAUNCH_NS);
+        assert_true(rb.granted);
+        assert_non_null(rb.vm);
+        release(&rb);
+
+        /* B's VM is idle: A's demand evicts it and launches. Then B waits
+         * behind A's launch; A's request goes away, so A's VM is ready with
+         * nothing to do, and B evicts it. */
+        acquire(&c, fa, &ra);
+        advance(&c, 0);
+        assert_int_equal(c.retires, 1);
+        assert_int_equal(c.launches, 3);
+        acquire(&c, fb, &rb);
+        assert_false(rb.granted);
+        cvm_pool_cancel(ra.w);
+        advance(&c, LAUNCH_NS);
+        assert_int_equal(c.retires, 2);
+        advance(&c, LAUNCH_NS);
+        assert_true(rb.granted);
+        assert_non_null(rb.vm);
+        release(&rb);
+        teardown(&c);
+}
+
 /* More than max_waiting waiters: -EAGAIN, counted as rejected. */
 static void test_max_waiting(void **state) {
         (void)state;
@@ -790,6 +835,7 @@ int main(void) {
                 cmocka_unit_test(test_keep_alive),
                 cmocka_unit_test(test_budget_eviction),
                 cmocka_unit_test(test_budget_vms),
+                cmocka_unit_test(test_budget_replan),
                 cmocka_unit_test(test_max_waiting),
                 cmocka_unit_test(test_cancel),
                 cmocka_unit_test(test_launch_failure_waiters),
