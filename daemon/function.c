@@ -428,6 +428,8 @@ static void put_finish(cvm_fn_put *p, cvm_function *fn, bool created, const cvm_
         put_free(p);
 }
 
+static void gen_move_waiters(cvm_functions *fns, fn_gen *from, fn_gen *to);
+
 /* The spec is stored: make it live. */
 static void put_apply(cvm_fn_put *p) {
         cvm_functions *fns = p->fns;
@@ -476,6 +478,9 @@ static void put_apply(cvm_fn_put *p) {
                         registry_add(fns, fn);
                 } else {
                         log_info("function %s replaced: draining its old VMs", fn->name);
+                        /* What waits for a VM waits for a new one: a deploy
+                         * under load fails nobody. */
+                        gen_move_waiters(fns, fn->gen, g);
                         gen_drain(fn->gen);
                 }
                 fn->gen = g;
@@ -1173,6 +1178,7 @@ struct cvm_fn_attest {
         cvm_pool_vm *pvm;
         cvm_timer *deadline; /* While waiting for a VM, as an invocation does. */
         uint32_t timeout_ms;
+        fn_gen *gen; /* Whose pool it waits in. */
         char function[CVM_FUNCTION_NAME_MAX + 1];
         bool forgotten;
         struct cvm_fn_attest *prev, *next;
@@ -1238,7 +1244,8 @@ int cvm_function_attest(cvm_function *fn, const uint8_t nonce[64], cvm_fn_attest
         *a = (cvm_fn_attest){.fns = fn->fns,
                              .cb = cb,
                              .userdata = userdata,
-                             .timeout_ms = fn->gen->spec.timeout_ms};
+                             .timeout_ms = fn->gen->spec.timeout_ms,
+                             .gen = fn->gen};
         CVM_LIST_PREPEND(fn->fns->attests, a);
         snprintf(a->function, sizeof(a->function), "%s", fn->name);
         memcpy(a->nonce, nonce, sizeof(a->nonce));
@@ -1256,6 +1263,48 @@ int cvm_function_attest(cvm_function *fn, const uint8_t nonce[64], cvm_fn_attest
         }
         *ret = a;
         return 0;
+}
+
+/* Moves the invocations and attestations waiting in from's pool to to's, the
+ * oldest first, each keeping its deadline. One that cannot wait there (too
+ * many waiting, a launch refused at once) ends as it would have on arrival. */
+static void gen_move_waiters(cvm_functions *fns, fn_gen *from, fn_gen *to) {
+        cvm_invocation *inv = fns->invs;
+        while (inv && inv->next)
+                inv = inv->next;
+        for (cvm_invocation *prev; inv; inv = prev) {
+                prev = inv->prev;
+                if (inv->gen != from || !inv->waiter)
+                        continue;
+                cvm_pool_cancel(inv->waiter);
+                inv->waiter = NULL;
+                inv->gen = to;
+                cvm_pool_vm *pvm = NULL;
+                cvm_error err = {0};
+                int r = cvm_pool_acquire(to->pool, on_grant, inv, &pvm, &inv->waiter, &err);
+                cvm_pool_grant g = {.vm = r == 1 ? pvm : NULL,
+                                    .err = r < 0 ? &err : NULL,
+                                    .queue_ns = cvm_clock_now(fns->d.clock) - inv->arrived_ns};
+                if (r != 0)
+                        on_grant(NULL, &g, inv);
+        }
+        cvm_fn_attest *a = fns->attests;
+        while (a && a->next)
+                a = a->next;
+        for (cvm_fn_attest *prev; a; a = prev) {
+                prev = a->prev;
+                if (!a->waiter || a->gen != from)
+                        continue;
+                cvm_pool_cancel(a->waiter);
+                a->waiter = NULL;
+                a->gen = to;
+                cvm_pool_vm *pvm = NULL;
+                cvm_error err = {0};
+                int r = cvm_pool_acquire(to->pool, on_attest_grant, a, &pvm, &a->waiter, &err);
+                cvm_pool_grant g = {.vm = r == 1 ? pvm : NULL, .err = r < 0 ? &err : NULL};
+                if (r != 0)
+                        on_attest_grant(NULL, &g, a);
+        }
 }
 
 void cvm_fn_attest_forget(cvm_fn_attest *a) {

@@ -106,6 +106,18 @@ expect "the abandoned invocation ran to its end" "$(by_status gone2 ok)" '^3$'
 api DELETE /v1/functions/gone1 >/dev/null
 api DELETE /v1/functions/gone2 >/dev/null
 
+# A replacement (a deploy) while an invocation waits for a VM: it waits for a
+# VM of the new version and runs the new handler, rather than failing.
+put rep '{"handler": {"exec": ["/bin/cat"]}, "image": {"firmware_boot_ms": 2000}}' >/dev/null
+(invoke rep -d x >"$TMP/rep1") &
+rep1=$!
+check "an invocation waits for the first VM" wait_for 5 waiting rep
+expect "the function is replaced meanwhile" \
+        "$(put rep '{"handler": {"exec": ["'"$TMP/sleep.sh"'", "0"]}, "image": {"firmware_boot_ms": 2000}}' | cut -c1-3)" '^200$'
+wait "$rep1"
+expect "the waiting invocation runs on the new version" "$(cat "$TMP/rep1")" '^200 cold vm-[0-9a-f]{16} slept$'
+api DELETE /v1/functions/rep >/dev/null
+
 # Budgets: at most 3 VMs; a demand launch retires another function's idle VM.
 vms_total() { api GET /v1/pool | cut -d' ' -f2- | json 'd["vms"]'; }
 wait_for 10 sh -c "[ \"\$(curl -s --unix-socket $SOCK http://cvmd/v1/pool | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"vms\"])')\" -le 1 ]"
