@@ -444,7 +444,9 @@ static void put_apply(cvm_fn_put *p) {
                 put_finish(p, NULL, false, &err);
                 return;
         }
-        if (fn && same_vms(&fn->gen->spec, &p->spec)) {
+        /* The cache gives the same image while its files are unchanged; a new
+         * one (a file replaced at the same path) needs new VMs too. */
+        if (fn && same_vms(&fn->gen->spec, &p->spec) && (!p->image || p->image == fn->gen->image)) {
                 /* Only limits or pool settings changed: keep the warm VMs. */
                 cvm_pool_settings ps;
                 settings_of(fns, &p->spec, fn->gen->image, &ps);

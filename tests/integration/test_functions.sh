@@ -118,6 +118,22 @@ wait "$rep1"
 expect "the waiting invocation runs on the new version" "$(cat "$TMP/rep1")" '^200 cold vm-[0-9a-f]{16} slept$'
 api DELETE /v1/functions/rep >/dev/null
 
+# A replacement of the same spec after an image file changed at the same path
+# measures the new file and gives the function new VMs.
+head -c 16384 /dev/urandom >"$TMP/fwc.bin"
+spec='{"handler": {"exec": ["/bin/cat"]}, "image": {"firmware": "'"$TMP/fwc.bin"'"}}'
+m1=$(put fwc "$spec" | cut -d' ' -f2- | json 'd["measurement"]')
+invoke fwc -d x -o /dev/null >/dev/null
+expect "the same spec again keeps the measurement" "$(put fwc "$spec" | cut -d' ' -f2- | json 'd["measurement"]')" "^$m1\$"
+expect "and the warm VM" "$(invoke fwc -d y | cut -d' ' -f2)" '^warm$'
+head -c 16384 /dev/urandom >"$TMP/fwc.bin.new"
+mv "$TMP/fwc.bin.new" "$TMP/fwc.bin"
+m2=$(put fwc "$spec" | cut -d' ' -f2- | json 'd["measurement"]')
+expect "after the file changed, the measurement is the new file's" "$m2" '^[0-9a-f]{96}$'
+[ "$m1" != "$m2" ] && ok "which differs from the old one" || not_ok "which differs from the old one"
+expect "and the next invocation gets a VM of the new image" "$(invoke fwc -d z | cut -d' ' -f2)" '^cold$'
+api DELETE /v1/functions/fwc >/dev/null
+
 # Budgets: at most 3 VMs; a demand launch retires another function's idle VM.
 vms_total() { api GET /v1/pool | cut -d' ' -f2- | json 'd["vms"]'; }
 wait_for 10 sh -c "[ \"\$(curl -s --unix-socket $SOCK http://cvmd/v1/pool | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"vms\"])')\" -le 1 ]"
