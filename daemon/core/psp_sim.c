@@ -316,8 +316,8 @@ static bool needs_asid(cvm_psp_cmd_type type) {
         return type != CVM_PSP_CMD_LAUNCH_START && type != CVM_PSP_CMD_DF_FLUSH;
 }
 
-/* Queues cmd; bypass_limit lets the PSP's own clean-up (releasing the ASID
- * of a failed launch) through a full queue. */
+/* Queues cmd; bypass_limit lets clean-up (releasing an ASID) through a full
+ * queue. */
 static int enqueue(cvm_psp_sim *psp, const cvm_psp_cmd *cmd, bool bypass_limit, cvm_psp_done_cb cb,
                    void *userdata, uint64_t *ret_id, cvm_error *err) {
         if ((unsigned)cmd->type >= CVM_PSP_CMD_COUNT)
@@ -386,7 +386,9 @@ int cvm_psp_sim_cancel(cvm_psp_sim *psp, uint64_t id, cvm_error *err) {
 int cvm_psp_sim_decommission(cvm_psp_sim *psp, uint32_t asid, const char *owner, cvm_psp_done_cb cb,
                              void *userdata, cvm_error *err) {
         cvm_psp_cmd cmd = {.type = CVM_PSP_CMD_DECOMMISSION, .asid = asid, .owner = owner};
-        return enqueue(psp, &cmd, false, cb, userdata, NULL, err);
+        /* Releasing an ASID is clean-up: refused by a full queue, the ASID
+         * would stay in use for good. */
+        return enqueue(psp, &cmd, true, cb, userdata, NULL, err);
 }
 
 int cvm_psp_sim_attest(cvm_psp_sim *psp, uint32_t asid, const char *owner, cvm_psp_done_cb cb,
