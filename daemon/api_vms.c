@@ -1,4 +1,5 @@
 /* The VM routes: /v1/vms (create, list, show, delete, invoke) and /v1/psp. */
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -275,7 +276,8 @@ static int parse_timeout(cvm_http_req *req, uint32_t *ret, cvm_error *err) {
                 return 0;
         char *end;
         long v = strtol(t, &end, 10);
-        if (!*t || *end || v < 1 || v > INVOKE_TIMEOUT_MAX_MS)
+        /* Digits only: strtol would also take leading blanks and a sign. */
+        if (!isdigit((unsigned char)*t) || *end || v < 1 || v > INVOKE_TIMEOUT_MAX_MS)
                 return cvm_error_set(err, -EINVAL,
                                      "query parameter 'timeout_ms' must be between 1 and %d",
                                      INVOKE_TIMEOUT_MAX_MS);

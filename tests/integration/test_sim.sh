@@ -76,6 +76,7 @@ expect "an unknown field is refused" "$(create '{"exec": ["/bin/cat"]}' ', "imga
         "^400 .*unknown field 'imgae'"
 expect "an unknown VM is a 404" "$(api POST /v1/vms/vm-0000000000000000/invoke -d x)" '^404 .*no VM'
 expect "a bad timeout is refused" "$(api POST "/v1/vms/$vm_echo/invoke?timeout_ms=0" -d x)" "^400 .*timeout_ms"
+expect "so is a signed one" "$(api POST "/v1/vms/$vm_echo/invoke?timeout_ms=%2B5" -d x)" "^400 .*timeout_ms"
 
 # Three ASIDs: echo and upper hold two; a third VM takes the last, a fourth finds none.
 out=$(create '{"exec": ["'"$TMP/slow.sh"'", "10"]}')
