@@ -200,9 +200,14 @@ void cvm_api_invoke_function(cvm_http_req *req, void *ud) {
         size_t len;
         const void *body = cvm_http_req_body(req, &len);
         cvm_invocation *inv = NULL;
-        if (cvm_function_invoke(fn, body, len, async, on_invoked, req, &inv, &err) < 0) {
-                if (err.code == -EAGAIN || err.code == -ENOSPC)
-                        cvm_http_req_add_header(req, "Retry-After", "1");
+        uint32_t retry_after_s;
+        if (cvm_function_invoke(fn, body, len, async, on_invoked, req, &inv, &retry_after_s, &err) <
+            0) {
+                if (err.code == -EAGAIN || err.code == -ENOSPC) {
+                        char ra[16];
+                        snprintf(ra, sizeof(ra), "%u", retry_after_s);
+                        cvm_http_req_add_header(req, "Retry-After", ra);
+                }
                 cvm_http_reply_cvm_error(req, &err);
                 return;
         }

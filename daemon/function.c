@@ -1067,7 +1067,10 @@ static void on_deadline(cvm_timer *t, void *ud) {
 }
 
 int cvm_function_invoke(cvm_function *fn, const void *body, size_t len, bool async, cvm_inv_cb cb,
-                        void *userdata, cvm_invocation **ret, cvm_error *err) {
+                        void *userdata, cvm_invocation **ret, uint32_t *ret_retry_after_s,
+                        cvm_error *err) {
+        if (ret_retry_after_s)
+                *ret_retry_after_s = 1;
         cvm_functions *fns = fn->fns;
         fn_gen *g = fn->gen;
         if (len > g->spec.max_request_bytes)
@@ -1144,6 +1147,8 @@ int cvm_function_invoke(cvm_function *fn, const void *body, size_t len, bool asy
                 if (ret)
                         *ret = NULL;
                 uint64_t secs = (ready + CVM_NSEC_PER_SEC - 1) / CVM_NSEC_PER_SEC;
+                if (ret_retry_after_s)
+                        *ret_retry_after_s = secs > UINT32_MAX ? UINT32_MAX : (uint32_t)secs;
                 return cvm_error_set(err, -ENOSPC,
                                      "overloaded: a VM of %s would be ready in about %llu s, past "
                                      "its timeout of %u ms; retry after %llu s",

@@ -123,9 +123,11 @@ typedef void (*cvm_inv_cb)(cvm_invocation *inv, const cvm_inv_result *result, vo
 
 /* Starts one invocation. body is copied when the invocation may outlive the
  * caller's buffer (async). A rejection before it starts (overload, a body
- * over the limit, a function being deleted) is an error here. */
+ * over the limit, a function being deleted) is an error here; an overload
+ * (-EAGAIN, -ENOSPC) sets *ret_retry_after_s to when a retry may succeed. */
 int cvm_function_invoke(cvm_function *fn, const void *body, size_t len, bool async, cvm_inv_cb cb,
-                        void *userdata, cvm_invocation **ret, cvm_error *err);
+                        void *userdata, cvm_invocation **ret, uint32_t *ret_retry_after_s,
+                        cvm_error *err);
 /* The caller stops listening (client gone): a waiting invocation is
  * withdrawn, a running one finishes unheard. */
 void cvm_invocation_forget(cvm_invocation *inv);
