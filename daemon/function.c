@@ -605,9 +605,13 @@ int cvm_functions_put(cvm_functions *fns, const char *name, const char *tenant, 
         if (r < 0)
                 return r;
         cvm_function *existing = cvm_functions_find(fns, name);
-        /* Another tenant's function does not exist for this caller. */
+        /* Another tenant's function does not exist for this caller, nor does
+         * one another tenant is creating. */
         if (existing && !cvm_function_visible(existing, tenant))
                 return cvm_error_set(err, -ENOENT, "no function %s", CVM_QUOTE(name));
+        for (const cvm_fn_put *q = fns->puts; !existing && tenant && q; q = q->next)
+                if (strcmp(q->name, name) == 0 && (!q->tenant || strcmp(q->tenant, tenant) != 0))
+                        return cvm_error_set(err, -ENOENT, "no function %s", CVM_QUOTE(name));
         if (!existing && functions_counted(fns) >= fns->d.max_functions)
                 return cvm_error_set(err, -ENOSPC, "too many functions: at most %u",
                                      fns->d.max_functions);

@@ -698,8 +698,12 @@ int cvm_http_server_listen_fd(cvm_http_server *srv, int fd, const char *name, bo
         const union MHD_DaemonInfo *info = MHD_get_daemon_info(l->mhd, MHD_DAEMON_INFO_EPOLL_FD);
         int r = uv_poll_init(srv->loop, &l->poll, info->epoll_fd);
         if (r < 0) {
+                /* MHD closes a listening socket it still holds when it stops:
+                 * take it back first, so it is closed once. */
+                MHD_socket q = MHD_quiesce_daemon(l->mhd);
                 MHD_stop_daemon(l->mhd);
-                close(fd);
+                if (q != MHD_INVALID_SOCKET)
+                        close(q);
                 free(l->name);
                 free(l);
                 return cvm_error_set(err, r, "uv_poll_init: %s", uv_strerror(r));

@@ -38,6 +38,19 @@ expect "another tenant cannot replace it" \
         "$(tcp globex-secret PUT /v1/functions/f1 -H 'Content-Type: application/json' -d '{"handler": {"exec": ["/bin/true"]}}')" '^404 '
 expect "another tenant cannot delete it" "$(tcp globex-secret DELETE /v1/functions/f1)" '^404 '
 expect "the owner's function is unchanged" "$(tcp acme-secret POST /v1/functions/f1/invoke -d again)" '^200 again$'
+# A function another tenant is still creating does not exist either (hashing
+# a 400 MiB initrd keeps the creation in flight for a while).
+truncate -s 16M "$TMP/k.bin"
+truncate -s 400M "$TMP/i.bin"
+curl -s -o /dev/null -X PUT -H "Authorization: Bearer acme-secret" -H 'Content-Type: application/json' \
+        -d '{"handler": {"exec": ["/bin/cat"]}, "image": {"kernel": "'"$TMP/k.bin"'", "initrd": "'"$TMP/i.bin"'"}}' \
+        "$url/v1/functions/f2" &
+creating=$!
+sleep 0.2
+expect "another tenant's create in flight is a 404, not a 409" \
+        "$(tcp globex-secret PUT /v1/functions/f2 -H 'Content-Type: application/json' -d "$spec")" '^404 .*no function \\"f2\\"'
+wait "$creating"
+rm -f "$TMP/k.bin" "$TMP/i.bin"
 
 out=$(tcp acme-secret POST '/v1/functions/f1/invoke?mode=async' -d later)
 id=$(printf '%s' "${out#202 }" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
