@@ -444,9 +444,12 @@ static void put_apply(cvm_fn_put *p) {
                 put_finish(p, NULL, false, &err);
                 return;
         }
-        /* The cache gives the same image while its files are unchanged; a new
-         * one (a file replaced at the same path) needs new VMs too. */
-        if (fn && same_vms(&fn->gen->spec, &p->spec) && (!p->image || p->image == fn->gen->image)) {
+        /* A file replaced at the same path measures differently: new VMs. (A
+         * file merely touched, or re-measured after the cache dropped it,
+         * keeps them.) */
+        if (fn && same_vms(&fn->gen->spec, &p->spec) &&
+            (!p->image ||
+             memcmp(p->image->digest, fn->gen->image->digest, sizeof(p->image->digest)) == 0)) {
                 /* Only limits or pool settings changed: keep the warm VMs. */
                 cvm_pool_settings ps;
                 settings_of(fns, &p->spec, fn->gen->image, &ps);
@@ -1039,7 +1042,10 @@ static void on_grant(cvm_pool_waiter *w, const cvm_pool_grant *g, void *ud) {
         cvm_invocation *inv = ud;
         inv->waiter = NULL;
         cvm_timer_stop(inv->deadline);
-        inv->queue_ns = g->queue_ns;
+        /* From the invocation's arrival: a replacement of the function may
+         * have moved it to another pool, where it waited anew. */
+        uint64_t queue_ns = cvm_clock_now(inv->fns->d.clock) - inv->arrived_ns;
+        inv->queue_ns = queue_ns;
         if (!g->vm) {
                 unsigned status = cvm_http_status_for_errno(g->err->code);
                 finish_error(inv, status, cvm_error_code_name(g->err->code), "failed_to_start",
@@ -1051,7 +1057,7 @@ static void on_grant(cvm_pool_waiter *w, const cvm_pool_grant *g, void *ud) {
                 /* The launch phases overlap the wait: the queue is what is left. */
                 cvm_vm *vm = cvm_pool_vm_handle(g->vm);
                 uint64_t launch = vm->prepare_ns + vm->psp_wait_ns + vm->psp_ns + vm->boot_ns;
-                inv->queue_ns = g->queue_ns > launch ? g->queue_ns - launch : 0;
+                inv->queue_ns = queue_ns > launch ? queue_ns - launch : 0;
         }
         cvm_error err = {0};
         if (run_on(inv, g->vm, &err) < 0)

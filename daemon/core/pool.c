@@ -394,6 +394,16 @@ static void fail_oldest_waiter(cvm_pool_fn *fn, const cvm_error *err) {
 
 static void on_keepalive(cvm_timer *t, void *ud);
 
+/* Lets every function with waiters but skip re-plan: budget room may exist
+ * now. skip is NULL or a live function. */
+static void plan_waiting(cvm_pool *p, cvm_pool_fn *skip) {
+        for (cvm_pool_fn *f = p->fns, *next; f; f = next) {
+                next = f->next;
+                if (f != skip && f->n_waiting)
+                        plan(f);
+        }
+}
+
 /* Lets every other function with waiters re-plan: budget room may exist now. */
 static void replan_others(cvm_pool_fn *fn) {
         for (cvm_pool_fn *f = fn->pool->fns, *next; f; f = next) {
@@ -597,7 +607,7 @@ void cvm_pool_vm_failed(cvm_pool_vm *vm, const cvm_error *err) {
         }
         p->memory_mib -= fn->s.memory_mib;
         p->vms--;
-        bool was_launching = vm->state == PVM_LAUNCHING;
+        bool was_launching = vm->state == PVM_LAUNCHING, deleting = fn->deleting;
         unlink_vm(vm);
         fn->st.launch_failures++;
         if (!was_launching) {
@@ -613,12 +623,8 @@ void cvm_pool_vm_failed(cvm_pool_vm *vm, const cvm_error *err) {
                         plan(fn);
         }
         /* Its room in the budget may be what another function waits for (fn
-         * may be freed by now: p is not). */
-        for (cvm_pool_fn *f = p->fns, *next; f; f = next) {
-                next = f->next;
-                if (f->n_waiting)
-                        plan(f);
-        }
+         * may be freed by now, p is not; fn planned already if it is live). */
+        plan_waiting(p, was_launching && !deleting ? fn : NULL);
 }
 
 void cvm_pool_vm_gone(cvm_pool_vm *vm) {
@@ -642,7 +648,9 @@ void cvm_pool_vm_gone(cvm_pool_vm *vm) {
         else
                 unlink_vm(vm);
         if (fn->deleting) {
+                /* A drained function's room goes to the others (fn may be freed). */
                 maybe_finish_delete(fn);
+                plan_waiting(p, NULL);
                 return;
         }
         plan(fn);

@@ -756,6 +756,35 @@ static void test_fn_delete_busy_idle(void **state) {
         teardown(&c);
 }
 
+/* A deleted function's last VM, gone, makes room for another function held
+ * back by the budget (a replacement's waiters, for one). */
+static void test_fn_delete_makes_room(void **state) {
+        (void)state;
+        ctx c;
+        cvm_pool_budget b = {.vms = 1};
+        setup_budget(&c, &b);
+        cvm_pool_settings s = settings();
+        cvm_pool_fn *fa = new_fn(&c, "a", &s, 1);
+        cvm_pool_fn *fb = new_fn(&c, "b", &s, 2);
+        req ra, rb;
+        acquire(&c, fa, &ra);
+        advance(&c, LAUNCH_NS);
+        assert_non_null(ra.vm);
+        acquire(&c, fb, &rb);
+        assert_int_equal(c.launches, 1);
+        int done = 0;
+        cvm_pool_fn_delete(fa, on_deleted, &done);
+        release(&ra);
+        advance(&c, 0);
+        assert_int_equal(done, 1);
+        assert_int_equal(c.launches, 2);
+        advance(&c, LAUNCH_NS);
+        assert_true(rb.granted);
+        assert_non_null(rb.vm);
+        release(&rb);
+        teardown(&c);
+}
+
 /* Deletion with a waiter: it fails with -ENOENT and its launch is retired. */
 static void test_fn_delete_waiters(void **state) {
         (void)state;
@@ -836,6 +865,7 @@ int main(void) {
                 cmocka_unit_test(test_budget_eviction),
                 cmocka_unit_test(test_budget_vms),
                 cmocka_unit_test(test_budget_replan),
+                cmocka_unit_test(test_fn_delete_makes_room),
                 cmocka_unit_test(test_max_waiting),
                 cmocka_unit_test(test_cancel),
                 cmocka_unit_test(test_launch_failure_waiters),
