@@ -1286,9 +1286,8 @@ int cvm_function_attest(cvm_function *fn, const uint8_t nonce[64], cvm_fn_attest
  * oldest first, each keeping its deadline. One that cannot wait there (too
  * many waiting, a launch refused at once) ends as it would have on arrival. */
 static void gen_move_waiters(cvm_functions *fns, fn_gen *from, fn_gen *to) {
-        cvm_invocation *inv = fns->invs;
-        while (inv && inv->next)
-                inv = inv->next;
+        cvm_invocation *inv;
+        CVM_LIST_LAST(fns->invs, inv);
         for (cvm_invocation *prev; inv; inv = prev) {
                 prev = inv->prev;
                 if (inv->gen != from || !inv->waiter)
@@ -1305,9 +1304,8 @@ static void gen_move_waiters(cvm_functions *fns, fn_gen *from, fn_gen *to) {
                 if (r != 0)
                         on_grant(NULL, &g, inv);
         }
-        cvm_fn_attest *a = fns->attests;
-        while (a && a->next)
-                a = a->next;
+        cvm_fn_attest *a;
+        CVM_LIST_LAST(fns->attests, a);
         for (cvm_fn_attest *prev; a; a = prev) {
                 prev = a->prev;
                 if (!a->waiter || a->gen != from)
