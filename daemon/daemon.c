@@ -72,11 +72,14 @@ static void on_vm_died(cvm_vm *vm, const cvm_error *why, void *userdata) {
         log_warn("vm %s died: %s", vm->id, why->message);
         /* Its pool must stop handing it out now, not when its teardown (slow on
          * libvirt) is over. */
-        void (*gone)(cvm_vm *, void *) = vm->on_gone;
-        vm->on_gone = NULL;
-        if (gone)
-                gone(vm, vm->owner);
+        cvm_vm_lost(vm);
         cvm_vm_retire(vm, why->message);
+}
+
+static void on_vm_lost(cvm_vm *vm, const cvm_error *why, void *userdata) {
+        (void)why;
+        (void)userdata;
+        cvm_vm_lost(vm);
 }
 
 static const char *const auth_fields[] = {"tokens_file", NULL};
@@ -298,6 +301,7 @@ int cvmd_start(cvmd *d, cvm_config *cfg, cvm_error *err) {
                 d->host_runs_handlers = true;
         }
         d->host->on_died = on_vm_died;
+        d->host->on_lost = on_vm_lost;
         d->host->userdata = d;
         cvm_sched_config sc;
         cvm_sched_config_default(&sc);

@@ -330,6 +330,14 @@ void cvm_vm_forget_launch(cvm_vm *vm) {
         vm->launch_data = NULL;
 }
 
+void cvm_vm_lost(cvm_vm *vm) {
+        if (vm->state != CVM_VM_READY || !vm->on_gone)
+                return;
+        void (*gone)(cvm_vm *, void *) = vm->on_gone;
+        vm->on_gone = NULL;
+        gone(vm, vm->owner);
+}
+
 static void on_invoked(cvm_vm *vm, const cvm_agent_result *result, const cvm_error *err,
                        void *userdata) {
         invoke_ctx *ctx = userdata;
@@ -343,16 +351,11 @@ static void on_invoked(cvm_vm *vm, const cvm_agent_result *result, const cvm_err
         cvm_vm_invoke_cb cb = ctx->cb;
         void *ud = ctx->userdata;
         free(ctx);
-        if (!result && vm->state == CVM_VM_READY && vm->on_gone) {
-                /* The agent's connection ended: the VM is dead, and its death
-                 * is reported only after every invocation on it has failed.
-                 * The owner hears it first, or the slot this callback frees
-                 * would go to the next waiter, fail there, and so on down the
-                 * queue. */
-                void (*gone)(cvm_vm *, void *) = vm->on_gone;
-                vm->on_gone = NULL;
-                gone(vm, vm->owner);
-        }
+        /* Failed without an answer, the agent's connection ended: the VM is
+         * dead (hosts report it earlier through on_lost; this covers any that
+         * do not). */
+        if (!result)
+                cvm_vm_lost(vm);
         cb(vm, &out, ud);
 }
 

@@ -81,6 +81,9 @@ size_t cvm_vms_count(cvm_vms *vms);
 
 /* Tears a VM down off the request path; reason is kept in the store. */
 void cvm_vm_retire(cvm_vm *vm, const char *reason);
+/* The VM's agent is lost: its owner hears now (on_gone) that the VM is gone,
+ * before the teardown, and stops handing it work. Only for a ready VM. */
+void cvm_vm_lost(cvm_vm *vm);
 
 typedef struct cvm_vm_invocation {
         const char *invocation_id;

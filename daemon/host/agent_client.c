@@ -130,6 +130,8 @@ static void close_conn(cvm_agent_client *c, int code, const char *fmt, ...) {
         else
                 log_warn("agent connection dropped: %s", e.message);
         close_handles(c);
+        if (c->cbs.on_lost)
+                c->cbs.on_lost(c, &e, c->userdata);
 
         cvm_error pe = {.code = code ? code : -ECANCELED};
         snprintf(pe.message, sizeof(pe.message), "agent connection %s: %.400s",

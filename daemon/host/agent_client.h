@@ -39,6 +39,10 @@ typedef struct cvm_agent_client_cbs {
          * -ETIMEDOUT (heartbeat or overdue result); err->message says why.
          * Pending invocations have had their callbacks by then. */
         void (*on_closed)(cvm_agent_client *c, const cvm_error *err, void *userdata);
+        /* Optional: the connection is ending (err as for on_closed), before the
+         * pending invocations and attestations fail, so that the owner stops
+         * handing the agent work first. It must not free the client. */
+        void (*on_lost)(cvm_agent_client *c, const cvm_error *err, void *userdata);
 } cvm_agent_client_cbs;
 
 /* Exactly one call per accepted invocation: with result set and err NULL

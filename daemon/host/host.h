@@ -88,5 +88,9 @@ struct cvm_host {
          * defers it to idle moments; NULL runs it at once. */
         struct cvm_sched *sched;
         cvm_host_died_cb on_died;
+        /* Called when a ready VM's agent is lost, before its pending invocations
+         * and attestations fail (on_died follows): the owner stops handing the
+         * VM work, or each freed slot would go to the next waiter and fail. */
+        cvm_host_died_cb on_lost;
         void *userdata;
 };

@@ -957,6 +957,13 @@ static void on_agent_closed(cvm_agent_client *c, const cvm_error *why, void *ud)
         vm_died(lv, &e);
 }
 
+static void on_agent_lost(cvm_agent_client *c, const cvm_error *why, void *ud) {
+        (void)c;
+        lv_vm *lv = ud;
+        if (lv->ready && !lv->tearing_down && !lv->dead && lv->lh->base.on_lost)
+                lv->lh->base.on_lost(lv->vm, why, lv->lh->base.userdata);
+}
+
 static void on_boot_timeout(cvm_timer *t, void *ud) {
         (void)t;
         lv_vm *lv = ud;
@@ -991,7 +998,8 @@ static int lv_boot(cvm_host *host, cvm_vm *vm, cvm_host_step_cb cb, cvm_error *e
         /* Heartbeats start at the agent's HELLO; until then the boot timeout
          * bounds the wait. */
         cvm_agent_client_opts o = {.heartbeat_interval_ms = lh->cfg.heartbeat_ms};
-        cvm_agent_client_cbs cbs = {.on_hello = on_hello, .on_closed = on_agent_closed};
+        cvm_agent_client_cbs cbs = {
+                .on_hello = on_hello, .on_closed = on_agent_closed, .on_lost = on_agent_lost};
         int r = cvm_agent_client_new(lh->loop, fd, &o, &cbs, lv, &lv->agent, err);
         if (r < 0)
                 return cvm_error_prefix(err, "vm %s: ", vm->id);

@@ -373,6 +373,13 @@ static void on_agent_closed(cvm_agent_client *c, const cvm_error *why, void *ud)
                 sh->base.on_died(sv->vm, &e, sh->base.userdata);
 }
 
+static void on_agent_lost(cvm_agent_client *c, const cvm_error *why, void *ud) {
+        (void)c;
+        sim_vm *sv = ud;
+        if (sv->ready && sv->sh->base.on_lost)
+                sv->sh->base.on_lost(sv->vm, why, sv->sh->base.userdata);
+}
+
 static void on_hello_timeout(cvm_timer *t, void *ud) {
         (void)t;
         sim_vm *sv = ud;
@@ -400,7 +407,9 @@ static void on_boot_timer(cvm_timer *t, void *ud) {
                 close(fds[1]);
         if (r >= 0) {
                 cvm_agent_client_opts o = {.heartbeat_interval_ms = sh->cfg.heartbeat_ms};
-                cvm_agent_client_cbs cbs = {.on_hello = on_hello, .on_closed = on_agent_closed};
+                cvm_agent_client_cbs cbs = {.on_hello = on_hello,
+                                            .on_closed = on_agent_closed,
+                                            .on_lost = on_agent_lost};
                 r = cvm_agent_client_new(sh->loop, fds[0], &o, &cbs, sv, &sv->agent, &err);
                 fds[0] = -1;
         }

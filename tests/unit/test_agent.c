@@ -58,6 +58,8 @@ typedef struct harness {
         cvm_agent_client *client;
         int agent_fd, peer_fd; /* The agent's end; a raw peer's end when one side is the test. */
         bool hello, closed;
+        bool lost;               /* on_lost ran... */
+        size_t answered_at_lost; /* ...after this many invocation and attestation answers. */
         cvm_error closed_err;
         result res[4];
         bool free_in_callback;
@@ -108,7 +110,19 @@ static void on_result(cvm_agent_client *c, uint64_t id, const cvm_agent_result *
         }
 }
 
-static const cvm_agent_client_cbs cbs = {.on_hello = on_hello, .on_closed = on_closed};
+static void on_lost(cvm_agent_client *c, const cvm_error *err, void *userdata) {
+        harness *t = userdata;
+        (void)c, (void)err;
+        assert_false(t->lost);
+        assert_false(t->closed);
+        t->lost = true;
+        for (size_t i = 0; i < sizeof(t->res) / sizeof(t->res[0]); i++)
+                t->answered_at_lost += t->res[i].done;
+        t->answered_at_lost += t->n_att;
+}
+
+static const cvm_agent_client_cbs cbs = {
+        .on_hello = on_hello, .on_closed = on_closed, .on_lost = on_lost};
 
 static void on_tick(uv_timer_t *timer) {
         (void)timer;
@@ -398,6 +412,9 @@ static void test_agent_dies_mid_invocation(void **state) {
         assert_int_equal(shutdown(t->agent_fd, SHUT_RDWR), 0);
         run_until(t, &t->closed, 5000);
         assert_int_equal(t->closed_err.code, -ECONNRESET);
+        /* The owner heard of the loss before any invocation failed. */
+        assert_true(t->lost);
+        assert_int_equal(t->answered_at_lost, 0);
         for (int i = 0; i < 2; i++) {
                 assert_true(t->res[i].done);
                 assert_int_equal(t->res[i].err_code, -ECONNRESET);
@@ -865,6 +882,8 @@ static void test_attest_connection_dies(void **state) {
         assert_int_equal(shutdown(t->agent_fd, SHUT_RDWR), 0);
         run_until(t, &t->closed, 5000);
         assert_int_equal(t->closed_err.code, -ECONNRESET);
+        assert_true(t->lost);
+        assert_int_equal(t->answered_at_lost, 0);
         assert_int_equal(t->n_att, 2);
         assert_int_equal(t->att[0].err_code, -ECONNRESET);
         assert_int_equal(t->att[1].err_code, -ECONNRESET);
