@@ -703,6 +703,9 @@ static void vm_died(lv_vm *lv, const cvm_error *why) {
         lv->dead = true;
         lv->keep_log = true;
         cvm_timer_stop(lv->timer);
+        /* Before its pending requests fail (see cvm_host.on_lost). */
+        if (lv->ready && lv->lh->base.on_lost)
+                lv->lh->base.on_lost(lv->vm, why, lv->lh->base.userdata);
         drop_agent(lv, why->code, "died");
         if (lv->step_cb) {
                 /* A job in flight reports when it comes back (see on_job_done). */
@@ -960,7 +963,7 @@ static void on_agent_closed(cvm_agent_client *c, const cvm_error *why, void *ud)
 static void on_agent_lost(cvm_agent_client *c, const cvm_error *why, void *ud) {
         (void)c;
         lv_vm *lv = ud;
-        if (lv->ready && !lv->tearing_down && !lv->dead && lv->lh->base.on_lost)
+        if (lv->ready && lv->lh->base.on_lost)
                 lv->lh->base.on_lost(lv->vm, why, lv->lh->base.userdata);
 }
 
