@@ -428,8 +428,6 @@ static void put_finish(cvm_fn_put *p, cvm_function *fn, bool created, const cvm_
         put_free(p);
 }
 
-static void gen_move_waiters(cvm_functions *fns, fn_gen *from, fn_gen *to);
-
 /* The spec is stored: make it live. */
 static void put_apply(cvm_fn_put *p) {
         cvm_functions *fns = p->fns;
@@ -483,9 +481,12 @@ static void put_apply(cvm_fn_put *p) {
                         registry_add(fns, fn);
                 } else {
                         log_info("function %s replaced: draining its old VMs", fn->name);
-                        /* What waits for a VM waits for a new one: a deploy
-                         * under load fails nobody. */
-                        gen_move_waiters(fns, fn->gen, g);
+                        /* What waits for a VM waits for one of the new
+                         * version: a deploy under load fails nobody. */
+                        for (cvm_invocation *inv = fns->invs; inv; inv = inv->next)
+                                if (inv->gen == fn->gen && inv->waiter)
+                                        inv->gen = g;
+                        cvm_pool_fn_move_waiters(fn->gen->pool, g->pool);
                         gen_drain(fn->gen);
                 }
                 fn->gen = g;
@@ -545,11 +546,12 @@ static void on_put_image(cvm_image *img, const cvm_error *err, void *ud) {
         put_store(p);
 }
 
-static bool put_pending(const cvm_functions *fns, const char *name) {
+/* The update of name in flight, if any. */
+static const cvm_fn_put *put_find(const cvm_functions *fns, const char *name) {
         for (const cvm_fn_put *q = fns->puts; q; q = q->next)
                 if (strcmp(q->name, name) == 0)
-                        return true;
-        return false;
+                        return q;
+        return NULL;
 }
 
 /* Functions that exist or are being created: what functions.max bounds. */
@@ -564,7 +566,7 @@ static uint32_t functions_counted(const cvm_functions *fns) {
 static int put_start(cvm_functions *fns, const char *name, const char *tenant, json_t *spec_json,
                      cvm_fn_spec *spec, bool measure, cvm_fn_put_cb cb, void *userdata,
                      cvm_fn_put **ret, cvm_error *err) {
-        if (put_pending(fns, name))
+        if (put_find(fns, name))
                 return cvm_error_set(err, -EBUSY, "function %s is being updated by another request",
                                      name);
         cvm_fn_put *p = calloc(1, sizeof(*p));
@@ -612,9 +614,9 @@ int cvm_functions_put(cvm_functions *fns, const char *name, const char *tenant, 
          * one another tenant is creating. */
         if (existing && !cvm_function_visible(existing, tenant))
                 return cvm_error_set(err, -ENOENT, "no function %s", CVM_QUOTE(name));
-        for (const cvm_fn_put *q = fns->puts; !existing && tenant && q; q = q->next)
-                if (strcmp(q->name, name) == 0 && (!q->tenant || strcmp(q->tenant, tenant) != 0))
-                        return cvm_error_set(err, -ENOENT, "no function %s", CVM_QUOTE(name));
+        const cvm_fn_put *creating = existing ? NULL : put_find(fns, name);
+        if (creating && tenant && (!creating->tenant || strcmp(creating->tenant, tenant) != 0))
+                return cvm_error_set(err, -ENOENT, "no function %s", CVM_QUOTE(name));
         if (!existing && functions_counted(fns) >= fns->d.max_functions)
                 return cvm_error_set(err, -ENOSPC, "too many functions: at most %u",
                                      fns->d.max_functions);
@@ -661,7 +663,7 @@ int cvm_functions_delete(cvm_functions *fns, const char *name, cvm_error *err) {
                 return cvm_error_set(err, -ENOENT, "no function %s", CVM_QUOTE(name));
         /* The update's store write is queued before this delete's: applied
          * after it, it would bring the function back in memory only. */
-        if (put_pending(fns, name))
+        if (put_find(fns, name))
                 return cvm_error_set(err, -EBUSY, "function %s is being updated by another request",
                                      name);
         cvm_store_val v[] = {CVM_STORE_S(name)};
@@ -1042,10 +1044,7 @@ static void on_grant(cvm_pool_waiter *w, const cvm_pool_grant *g, void *ud) {
         cvm_invocation *inv = ud;
         inv->waiter = NULL;
         cvm_timer_stop(inv->deadline);
-        /* From the invocation's arrival: a replacement of the function may
-         * have moved it to another pool, where it waited anew. */
-        uint64_t queue_ns = cvm_clock_now(inv->fns->d.clock) - inv->arrived_ns;
-        inv->queue_ns = queue_ns;
+        inv->queue_ns = g->queue_ns;
         if (!g->vm) {
                 unsigned status = cvm_http_status_for_errno(g->err->code);
                 finish_error(inv, status, cvm_error_code_name(g->err->code), "failed_to_start",
@@ -1057,7 +1056,7 @@ static void on_grant(cvm_pool_waiter *w, const cvm_pool_grant *g, void *ud) {
                 /* The launch phases overlap the wait: the queue is what is left. */
                 cvm_vm *vm = cvm_pool_vm_handle(g->vm);
                 uint64_t launch = vm->prepare_ns + vm->psp_wait_ns + vm->psp_ns + vm->boot_ns;
-                inv->queue_ns = queue_ns > launch ? queue_ns - launch : 0;
+                inv->queue_ns = g->queue_ns > launch ? g->queue_ns - launch : 0;
         }
         cvm_error err = {0};
         if (run_on(inv, g->vm, &err) < 0)
@@ -1195,7 +1194,6 @@ struct cvm_fn_attest {
         cvm_pool_vm *pvm;
         cvm_timer *deadline; /* While waiting for a VM, as an invocation does. */
         uint32_t timeout_ms;
-        fn_gen *gen; /* Whose pool it waits in. */
         char function[CVM_FUNCTION_NAME_MAX + 1];
         bool forgotten;
         struct cvm_fn_attest *prev, *next;
@@ -1261,8 +1259,7 @@ int cvm_function_attest(cvm_function *fn, const uint8_t nonce[64], cvm_fn_attest
         *a = (cvm_fn_attest){.fns = fn->fns,
                              .cb = cb,
                              .userdata = userdata,
-                             .timeout_ms = fn->gen->spec.timeout_ms,
-                             .gen = fn->gen};
+                             .timeout_ms = fn->gen->spec.timeout_ms};
         CVM_LIST_PREPEND(fn->fns->attests, a);
         snprintf(a->function, sizeof(a->function), "%s", fn->name);
         memcpy(a->nonce, nonce, sizeof(a->nonce));
@@ -1280,46 +1277,6 @@ int cvm_function_attest(cvm_function *fn, const uint8_t nonce[64], cvm_fn_attest
         }
         *ret = a;
         return 0;
-}
-
-/* Moves the invocations and attestations waiting in from's pool to to's, the
- * oldest first, each keeping its deadline. One that cannot wait there (too
- * many waiting, a launch refused at once) ends as it would have on arrival. */
-static void gen_move_waiters(cvm_functions *fns, fn_gen *from, fn_gen *to) {
-        cvm_invocation *inv;
-        CVM_LIST_LAST(fns->invs, inv);
-        for (cvm_invocation *prev; inv; inv = prev) {
-                prev = inv->prev;
-                if (inv->gen != from || !inv->waiter)
-                        continue;
-                cvm_pool_cancel(inv->waiter);
-                inv->waiter = NULL;
-                inv->gen = to;
-                cvm_pool_vm *pvm = NULL;
-                cvm_error err = {0};
-                int r = cvm_pool_acquire(to->pool, on_grant, inv, &pvm, &inv->waiter, &err);
-                cvm_pool_grant g = {.vm = r == 1 ? pvm : NULL,
-                                    .err = r < 0 ? &err : NULL,
-                                    .queue_ns = cvm_clock_now(fns->d.clock) - inv->arrived_ns};
-                if (r != 0)
-                        on_grant(NULL, &g, inv);
-        }
-        cvm_fn_attest *a;
-        CVM_LIST_LAST(fns->attests, a);
-        for (cvm_fn_attest *prev; a; a = prev) {
-                prev = a->prev;
-                if (!a->waiter || a->gen != from)
-                        continue;
-                cvm_pool_cancel(a->waiter);
-                a->waiter = NULL;
-                a->gen = to;
-                cvm_pool_vm *pvm = NULL;
-                cvm_error err = {0};
-                int r = cvm_pool_acquire(to->pool, on_attest_grant, a, &pvm, &a->waiter, &err);
-                cvm_pool_grant g = {.vm = r == 1 ? pvm : NULL, .err = r < 0 ? &err : NULL};
-                if (r != 0)
-                        on_attest_grant(NULL, &g, a);
-        }
 }
 
 void cvm_fn_attest_forget(cvm_fn_attest *a) {

@@ -351,11 +351,6 @@ static void on_invoked(cvm_vm *vm, const cvm_agent_result *result, const cvm_err
         cvm_vm_invoke_cb cb = ctx->cb;
         void *ud = ctx->userdata;
         free(ctx);
-        /* Failed without an answer, the agent's connection ended: the VM is
-         * dead (hosts report it earlier through on_lost; this covers any that
-         * do not). */
-        if (!result)
-                cvm_vm_lost(vm);
         cb(vm, &out, ud);
 }
 

@@ -41,12 +41,3 @@
                         (tail) = (item)->prev;                                                     \
                 CVM_LIST_REMOVE(head, item);                                                       \
         } while (0)
-
-/* Sets last to the list's last item (the oldest, in a list built by
- * CVM_LIST_PREPEND), or NULL. */
-#define CVM_LIST_LAST(head, last)                                                                  \
-        do {                                                                                       \
-                (last) = (head);                                                                   \
-                while ((last) && (last)->next)                                                     \
-                        (last) = (last)->next;                                                     \
-        } while (0)

@@ -395,20 +395,11 @@ static void fail_oldest_waiter(cvm_pool_fn *fn, const cvm_error *err) {
 static void on_keepalive(cvm_timer *t, void *ud);
 
 /* Lets every function with waiters but skip re-plan: budget room may exist
- * now. skip is NULL or a live function. */
+ * now. skip is NULL or a live function (the one that just planned). */
 static void plan_waiting(cvm_pool *p, cvm_pool_fn *skip) {
         for (cvm_pool_fn *f = p->fns, *next; f; f = next) {
                 next = f->next;
                 if (f != skip && f->n_waiting)
-                        plan(f);
-        }
-}
-
-/* Lets every other function with waiters re-plan: budget room may exist now. */
-static void replan_others(cvm_pool_fn *fn) {
-        for (cvm_pool_fn *f = fn->pool->fns, *next; f; f = next) {
-                next = f->next;
-                if (f != fn && f->n_waiting)
                         plan(f);
         }
 }
@@ -569,7 +560,7 @@ void cvm_pool_release(cvm_pool_vm *vm) {
                 idle(vm);
                 /* An idle VM can make room for another function held back by the budget. */
                 if (vm->state == PVM_READY && fn->pool->waiting > fn->n_waiting)
-                        replan_others(fn);
+                        plan_waiting(fn->pool, fn);
         }
 }
 
@@ -592,7 +583,7 @@ void cvm_pool_vm_ready(cvm_pool_vm *vm) {
         plan(fn);
         /* Idle now, it can be evicted for a function held back by the budget. */
         if (vm->state == PVM_READY && !vm->active && fn->pool->waiting > fn->n_waiting)
-                replan_others(fn);
+                plan_waiting(fn->pool, fn);
 }
 
 void cvm_pool_vm_failed(cvm_pool_vm *vm, const cvm_error *err) {
@@ -655,7 +646,7 @@ void cvm_pool_vm_gone(cvm_pool_vm *vm) {
         }
         plan(fn);
         /* Room freed for others. */
-        replan_others(fn);
+        plan_waiting(fn->pool, fn);
 }
 
 int cvm_pool_fn_update(cvm_pool_fn *fn, const cvm_pool_settings *settings, cvm_error *err) {
@@ -682,6 +673,18 @@ int cvm_pool_fn_update(cvm_pool_fn *fn, const cvm_pool_settings *settings, cvm_e
         }
         plan(fn);
         return 0;
+}
+
+void cvm_pool_fn_move_waiters(cvm_pool_fn *from, cvm_pool_fn *to) {
+        if (!from->wait_head)
+                return;
+        for (cvm_pool_waiter *w; (w = pop_waiter(from));) {
+                w->fn = to;
+                CVM_QUEUE_APPEND(to->wait_head, to->wait_tail, w);
+                to->n_waiting++;
+                to->pool->waiting++;
+        }
+        plan(to);
 }
 
 void cvm_pool_fn_delete(cvm_pool_fn *fn, void (*done)(void *userdata), void *userdata) {

@@ -60,6 +60,11 @@ int cvm_pool_fn_new(cvm_pool *pool, const char *name, const cvm_pool_settings *s
                     void *userdata, cvm_pool_fn **ret, cvm_error *err);
 /* New settings take effect at once: refills, keep-alives, the policy's parameters. */
 int cvm_pool_fn_update(cvm_pool_fn *fn, const cvm_pool_settings *settings, cvm_error *err);
+/* Moves every waiter of from to the end of to's queue, oldest first, each
+ * keeping its arrival time and callback, then plans to: what waited for a
+ * replaced function's VMs waits for the new version's. The waiters were
+ * admitted already, so to's max_waiting does not apply. */
+void cvm_pool_fn_move_waiters(cvm_pool_fn *from, cvm_pool_fn *to);
 /* Drains the function: waiters fail with -ENOENT, idle VMs retire now, busy
  * ones when their invocations end, launching ones when launched. done runs
  * (later) when the last VM is gone; then fn is freed. */

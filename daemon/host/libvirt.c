@@ -697,6 +697,11 @@ static void drop_agent(lv_vm *lv, int code, const char *why) {
 }
 
 /* The VM died outside teardown: fail its step, or tell the owner, once. */
+static void report_lost(lv_vm *lv, const cvm_error *why) {
+        if (lv->ready && lv->lh->base.on_lost)
+                lv->lh->base.on_lost(lv->vm, why, lv->lh->base.userdata);
+}
+
 static void vm_died(lv_vm *lv, const cvm_error *why) {
         if (lv->tearing_down || lv->dead)
                 return;
@@ -704,8 +709,7 @@ static void vm_died(lv_vm *lv, const cvm_error *why) {
         lv->keep_log = true;
         cvm_timer_stop(lv->timer);
         /* Before its pending requests fail (see cvm_host.on_lost). */
-        if (lv->ready && lv->lh->base.on_lost)
-                lv->lh->base.on_lost(lv->vm, why, lv->lh->base.userdata);
+        report_lost(lv, why);
         drop_agent(lv, why->code, "died");
         if (lv->step_cb) {
                 /* A job in flight reports when it comes back (see on_job_done). */
@@ -962,9 +966,7 @@ static void on_agent_closed(cvm_agent_client *c, const cvm_error *why, void *ud)
 
 static void on_agent_lost(cvm_agent_client *c, const cvm_error *why, void *ud) {
         (void)c;
-        lv_vm *lv = ud;
-        if (lv->ready && lv->lh->base.on_lost)
-                lv->lh->base.on_lost(lv->vm, why, lv->lh->base.userdata);
+        report_lost(ud, why);
 }
 
 static void on_boot_timeout(cvm_timer *t, void *ud) {

@@ -785,6 +785,38 @@ static void test_fn_delete_makes_room(void **state) {
         teardown(&c);
 }
 
+/* A replaced function's waiters move to the new pool in order, keep their
+ * arrival time, and are served by its launches; the old pool drains. */
+static void test_move_waiters(void **state) {
+        (void)state;
+        ctx c;
+        setup(&c);
+        cvm_pool_settings s = settings();
+        s.max_vms = 1;
+        cvm_pool_fn *old = new_fn(&c, "f", &s, 1);
+        req r0, r1;
+        acquire(&c, old, &r0);
+        acquire(&c, old, &r1);
+        advance(&c, LAUNCH_NS / 2);
+        cvm_pool_fn *neu = new_fn(&c, "f", &s, 2);
+        cvm_pool_fn_move_waiters(old, neu);
+        assert_int_equal(fstats(old).waiting, 0);
+        assert_int_equal(fstats(neu).waiting, 2);
+        int done = 0;
+        cvm_pool_fn_delete(old, on_deleted, &done);
+        advance(&c, LAUNCH_NS);
+        assert_true(r0.granted);
+        assert_false(r1.granted);
+        assert_int_equal(cvm_pool_fn_userdata(cvm_pool_vm_fn(r0.vm)), (void *)2);
+        /* Waited from its arrival, not from the move. */
+        assert_int_equal(r0.queue_ns, LAUNCH_NS * 3 / 2);
+        release(&r0);
+        assert_true(r1.granted);
+        release(&r1);
+        assert_int_equal(done, 1);
+        teardown(&c);
+}
+
 /* Deletion with a waiter: it fails with -ENOENT and its launch is retired. */
 static void test_fn_delete_waiters(void **state) {
         (void)state;
@@ -866,6 +898,7 @@ int main(void) {
                 cmocka_unit_test(test_budget_vms),
                 cmocka_unit_test(test_budget_replan),
                 cmocka_unit_test(test_fn_delete_makes_room),
+                cmocka_unit_test(test_move_waiters),
                 cmocka_unit_test(test_max_waiting),
                 cmocka_unit_test(test_cancel),
                 cmocka_unit_test(test_launch_failure_waiters),
